@@ -1,0 +1,1 @@
+"""Checkpoint discovery, reading and strict loading (official and ComfyUI layouts)."""

@@ -1,0 +1,195 @@
+"""Read weight files and load them strictly into modules built on the meta device.
+
+Rules (DESIGN.md §3):
+- `.pth` files are read with ``torch.load(weights_only=True, mmap=True)``; anything that is not
+  a tensor (or a dict of tensors under a known wrapper key) is refused.
+- Loading is strict: missing, unexpected or mis-shaped keys raise :class:`CheckpointError`
+  naming the file and the first offending keys.
+- Tensors are converted one at a time straight to their target dtype/device and *assigned*
+  into the module (``load_state_dict(assign=True)``), so a module built on ``meta`` never exists
+  as a full float32 copy in host memory.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from wan_animate.errors import CheckpointError
+
+DtypeRule = Callable[[str, torch.Tensor], torch.dtype | None]
+"""Given (key, tensor) return the dtype to store it in, or None to keep the file's dtype."""
+
+_SHOW = 8  # how many offending keys an error message lists
+
+
+def _first(keys: Iterable[str]) -> str:
+    keys = sorted(keys)
+    more = f" ... (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
+    return ", ".join(keys[:_SHOW]) + more
+
+
+def read_safetensors(path: str | Path, keys: Iterable[str] | None = None,
+                     device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read all (or only ``keys``) tensors of one safetensors file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing checkpoint file: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            names = list(f.keys()) if keys is None else list(keys)
+            return {k: f.get_tensor(k) for k in names}
+    except CheckpointError:
+        raise
+    except Exception as e:  # safetensors raises several types for truncated/corrupt files
+        raise CheckpointError(f"cannot read {path}: {e}. The file is corrupt or incomplete; "
+                              f"re-download it (wan-animate setup verify / --force-redownload).") from e
+
+
+def read_sharded_safetensors(folder: str | Path, index_name: str,
+                             keep: Callable[[str], bool] | None = None,
+                             device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a sharded safetensors checkpoint through its ``*.index.json``.
+
+    ``keep(key)`` selects keys, so a rank can read only its own shard of the weights.
+    """
+    folder = Path(folder)
+    index_path = folder / index_name
+    if not index_path.is_file():
+        raise CheckpointError(f"missing checkpoint index: {index_path}")
+    try:
+        weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
+    except (KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{index_path}: not a safetensors index ({e})") from e
+    by_file: dict[str, list[str]] = {}
+    for key, fname in weight_map.items():
+        if keep is None or keep(key):
+            by_file.setdefault(fname, []).append(key)
+    out: dict[str, torch.Tensor] = {}
+    for fname, keys in sorted(by_file.items()):
+        shard = folder / fname
+        if not shard.is_file():
+            raise CheckpointError(
+                f"missing checkpoint shard {shard} (listed in {index_path.name} for "
+                f"{len(keys)} keys, e.g. {_first(keys)}); re-download the checkpoint")
+        out.update(read_safetensors(shard, keys, device))
+    return out
+
+
+def read_pth(path: str | Path, wrapper_keys: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Read a ``.pth``/``.ckpt`` state dict safely (``weights_only=True``, memory-mapped).
+
+    ``wrapper_keys``: top-level keys that may wrap the state dict (e.g. ``"state_dict"``).
+    Refuses files holding anything but tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing checkpoint file: {path}")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # pickle errors, unsafe globals, truncated zip
+        raise CheckpointError(
+            f"refusing or unable to read {path}: {e}. Only plain tensor state dicts are loaded "
+            f"(weights_only=True); re-download the file if it is corrupt.") from e
+    for wk in wrapper_keys:
+        if isinstance(obj, Mapping) and wk in obj and isinstance(obj[wk], Mapping):
+            obj = obj[wk]
+            break
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a state dict (key -> tensor), got {type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: entries that are not tensors: {_first(map(str, bad))}; "
+                              f"refusing to load it")
+    return dict(obj)
+
+
+def check_keys(module: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+               ignore_missing: Callable[[str], bool] | None = None) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` has exactly the module's keys and shapes."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
+    missing = [k for k in expected if k not in state and not (ignore_missing and ignore_missing(k))]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {_first(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {_first(unexpected)}")
+        raise CheckpointError(f"{source}: checkpoint does not match the model ({'; '.join(parts)})")
+    wrong = [f"{k} {tuple(v.shape)} (model {expected[k]})" for k, v in state.items()
+             if tuple(v.shape) != expected[k]]
+    if wrong:
+        raise CheckpointError(f"{source}: shape mismatch for {len(wrong)} keys: {_first(wrong)}")
+
+
+def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+              device: str | torch.device = "cpu", dtype: torch.dtype | DtypeRule | None = None,
+              ignore_missing: Callable[[str], bool] | None = None) -> nn.Module:
+    """Strictly load ``state`` into ``module`` (possibly on meta), tensor by tensor.
+
+    Args:
+        module: built on any device, typically ``meta``.
+        state: key -> tensor with the module's own key names.
+        source: file or folder named in errors.
+        device: where the parameters end up.
+        dtype: one dtype for floating tensors, or a rule ``(key, tensor) -> dtype | None``.
+        ignore_missing: keys the module can rebuild itself (left as they are).
+    """
+    check_keys(module, state, source, ignore_missing)
+    converted: dict[str, torch.Tensor] = {}
+    for key, t in state.items():
+        target = dtype(key, t) if callable(dtype) else dtype
+        if target is None or not t.is_floating_point():
+            target = t.dtype
+        converted[key] = t.to(device=device, dtype=target)
+    own = module.state_dict(keep_vars=True)
+    for key in own:  # keys the module rebuilds itself must be materialized too
+        if key not in converted:
+            converted[key] = own[key].detach().to(device) if own[key].device.type != "meta" else \
+                _rebuild_missing(module, key, device)
+    module.load_state_dict(converted, strict=True, assign=True)
+    return module
+
+
+def _rebuild_missing(module: nn.Module, key: str, device: str | torch.device) -> torch.Tensor:
+    """Ask the owning submodule for a value of a key that checkpoints may omit."""
+    owner_name, _, leaf = key.rpartition(".")
+    owner = module.get_submodule(owner_name) if owner_name else module
+    rebuild = getattr(owner, "rebuild_buffer", None)
+    if rebuild is None:
+        raise CheckpointError(f"missing key {key} and {type(owner).__name__} cannot rebuild it")
+    return rebuild(leaf).to(device)
+
+
+def save_safetensors_sharded(state: Mapping[str, torch.Tensor], folder: str | Path,
+                             index_name: str, shard_pattern: str, num_shards: int) -> list[Path]:
+    """Write ``state`` as ``num_shards`` safetensors files plus an index (the official layout).
+
+    ``shard_pattern`` is formatted with ``i`` (1-based) and ``n``.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = sorted(state)
+    per = max(1, -(-len(keys) // num_shards))
+    weight_map: dict[str, str] = {}
+    files: list[Path] = []
+    total = 0
+    for i in range(num_shards):
+        chunk = keys[i * per:(i + 1) * per]
+        name = shard_pattern.format(i=i + 1, n=num_shards)
+        tensors = {k: state[k].contiguous() for k in chunk}
+        save_file(tensors, str(folder / name), metadata={"format": "pt"})
+        total += sum(t.numel() * t.element_size() for t in tensors.values())
+        weight_map.update({k: name for k in chunk})
+        files.append(folder / name)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / index_name).write_text(json.dumps(index, indent=2))
+    return files

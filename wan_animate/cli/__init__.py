@@ -1,0 +1,1 @@
+"""``wan-animate`` command line: one module per subcommand, all over the same engine entries."""

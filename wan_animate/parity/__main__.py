@@ -1,0 +1,50 @@
+"""``python -m wan_animate.parity DIR [DIR ...]`` — check our modules against official fixtures."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from wan_animate.parity.common import Comparison, error
+
+
+def fixture_kind(folder: Path) -> str:
+    """The runner name of a fixture folder (``config.json['fixture']`` or ``preprocess``)."""
+    cfg = folder / "config.json"
+    if cfg.is_file():
+        return json.loads(cfg.read_text())["fixture"]
+    if (folder / "cases.json").is_file():
+        return "preprocess"
+    raise FileNotFoundError(f"{folder}: neither config.json nor cases.json; not a fixture folder")
+
+
+def run_folder(folder: Path) -> list[Comparison]:
+    """Run the parity check of one fixture folder; exceptions become failed comparisons."""
+    try:
+        kind = fixture_kind(folder)
+        runner = importlib.import_module(f"wan_animate.parity.{kind}")
+        return runner.run(folder)
+    except Exception as e:  # report, keep checking the other folders
+        tb = traceback.format_exc(limit=4).strip().splitlines()[-1]
+        return [error(folder.name, "(runner)", f"{type(e).__name__}: {e} [{tb}]")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m wan_animate.parity", description=__doc__)
+    ap.add_argument("folders", nargs="+", type=Path, help="fixture folders")
+    args = ap.parse_args(argv)
+    results: list[Comparison] = []
+    for folder in args.folders:
+        for c in run_folder(folder):
+            print(c.line(), flush=True)
+            results.append(c)
+    failed = sum(not c.passed for c in results)
+    print(f"parity: {len(results) - failed} passed, {failed} failed")
+    return 0 if results and failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Preprocessing: video I/O, pose/face/mask backends, pose rendering, retargeting, bg/mask."""
