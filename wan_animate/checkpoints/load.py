@@ -81,6 +81,81 @@ def read_sharded_safetensors(folder: str | Path, index_name: str,
     return out
 
 
+class LazyTensors(Mapping[str, torch.Tensor]):
+    """Key -> tensor view over safetensors files that reads a tensor only when asked.
+
+    Loading through it keeps at most one tensor of the checkpoint in host memory at a time
+    (``load_into`` converts and places each tensor before reading the next).
+    """
+
+    def __init__(self, files: Mapping[str, Path], device: str | torch.device = "cpu") -> None:
+        from safetensors import safe_open
+
+        self._files = dict(files)          # key -> file
+        self._device = str(device)
+        self._handles: dict[Path, object] = {}
+        self._open = safe_open
+        for f in set(self._files.values()):
+            if not Path(f).is_file():
+                keys = [k for k, v in self._files.items() if v == f]
+                raise CheckpointError(f"missing checkpoint shard {f} ({len(keys)} keys, e.g. "
+                                      f"{_first(keys)}); re-download the checkpoint")
+
+    def _handle(self, f: Path):  # noqa: ANN202 - safetensors handle type is private
+        if f not in self._handles:
+            try:
+                self._handles[f] = self._open(str(f), framework="pt", device=self._device)
+            except Exception as e:  # corrupt header
+                raise CheckpointError(f"cannot read {f}: {e}; re-download it") from e
+        return self._handles[f]
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._handle(self._files[key]).get_tensor(key)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._handle(self._files[key]).get_slice(key).get_shape())
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    @classmethod
+    def from_index(cls, folder: str | Path, index_name: str,
+                   device: str | torch.device = "cpu") -> LazyTensors:
+        """Lazy view of a sharded checkpoint through its ``*.index.json``."""
+        folder = Path(folder)
+        index_path = folder / index_name
+        if not index_path.is_file():
+            raise CheckpointError(f"missing checkpoint index: {index_path}")
+        try:
+            weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
+        except (KeyError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{index_path}: not a safetensors index ({e})") from e
+        return cls({k: folder / v for k, v in weight_map.items()}, device)
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: str | torch.device = "cpu") -> LazyTensors:
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"missing checkpoint file: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                keys = list(f.keys())
+        except Exception as e:
+            raise CheckpointError(f"cannot read {path}: {e}; re-download it") from e
+        return cls({k: path for k in keys}, device)
+
+
+def _shape(state: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
+    if isinstance(state, LazyTensors):
+        return state.shape(key)
+    return tuple(state[key].shape)
+
+
 def read_pth(path: str | Path, wrapper_keys: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """Read a ``.pth``/``.ckpt`` state dict safely (``weights_only=True``, memory-mapped).
 
@@ -122,8 +197,8 @@ def check_keys(module: nn.Module, state: Mapping[str, torch.Tensor], source: str
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys: {_first(unexpected)}")
         raise CheckpointError(f"{source}: checkpoint does not match the model ({'; '.join(parts)})")
-    wrong = [f"{k} {tuple(v.shape)} (model {expected[k]})" for k, v in state.items()
-             if tuple(v.shape) != expected[k]]
+    wrong = [f"{k} {_shape(state, k)} (model {expected[k]})" for k in state
+             if _shape(state, k) != expected[k]]
     if wrong:
         raise CheckpointError(f"{source}: shape mismatch for {len(wrong)} keys: {_first(wrong)}")
 
@@ -143,7 +218,8 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str,
     """
     check_keys(module, state, source, ignore_missing)
     converted: dict[str, torch.Tensor] = {}
-    for key, t in state.items():
+    for key in state:
+        t = state[key]
         target = dtype(key, t) if callable(dtype) else dtype
         if target is None or not t.is_floating_point():
             target = t.dtype

@@ -1,0 +1,1 @@
+"""Sampling: flow-matching sigma schedules and solvers (UniPC, DPM++), conditioning, clip chaining."""
