@@ -11,7 +11,10 @@ import sys
 
 from wan_animate.errors import Cancelled, WanAnimateError
 
-SUBCOMMANDS: tuple[str, ...] = ()
+SUBCOMMANDS: tuple[str, ...] = (
+    "wan_animate.cli.generate",
+    "wan_animate.cli.make_tiny",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,6 +38,9 @@ class MotionEncoderConfig:
         if self.direction_rows != self.style_dim:
             raise ValueError(f"direction_rows ({self.direction_rows}) must equal style_dim "
                              f"({self.style_dim}): motion = alpha @ Q.T is added in style space")
+        if self.direction_rows < self.motion_dim:
+            raise ValueError(f"direction_rows ({self.direction_rows}) must be >= motion_dim "
+                             f"({self.motion_dim}) for the QR basis")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,95 @@
+"""``wan-animate generate``: the official generate.py flags over our engine.
+
+Reads the preprocessed folder (``--src_root_path``), generates animate or replace (``--replace_flag``)
+and writes a browser-playable H.264 mp4 at the source fps (``--fps`` overrides it).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime
+from pathlib import Path
+
+NAME = "generate"
+HELP = "generate an animate/replace video from a preprocessed folder"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from wan_animate.sampling.options import DEFAULT_PROMPT
+
+    p.add_argument("--ckpt_dir", type=Path, required=True, help="official checkpoint folder")
+    p.add_argument("--src_root_path", type=Path, required=True,
+                   help="preprocessed folder (src_pose.mp4, src_face.mp4, src_ref.png [, src_bg.mp4, src_mask.mp4])")
+    p.add_argument("--replace_flag", action="store_true", help="replace mode (needs src_bg/src_mask)")
+    p.add_argument("--use_relighting_lora", action="store_true", help="apply relighting_lora.ckpt (replace mode)")
+    p.add_argument("--refert_num", type=int, default=1, choices=(1, 5),
+                   help="temporal guidance frames between clips (official README: 1)")
+    p.add_argument("--frame_num", type=int, default=77, help="frames per clip, 4n+1")
+    p.add_argument("--sample_solver", default="unipc", choices=("unipc", "dpm++"))
+    p.add_argument("--sample_steps", type=int, default=20)
+    p.add_argument("--sample_shift", type=float, default=5.0)
+    p.add_argument("--sample_guide_scale", type=float, default=1.0,
+                   help="> 1 enables CFG (negative prompt + black faces; mainly expression control)")
+    p.add_argument("--base_seed", type=int, default=-1, help="-1 = random")
+    p.add_argument("--prompt", default=DEFAULT_PROMPT)
+    p.add_argument("--negative_prompt", default=None)
+    p.add_argument("--save_file", type=Path, default=None, help="output .mp4 (default: a dated name)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="output fps (default: the pose video's fps; official code always wrote 30)")
+    p.add_argument("--color_match", action="store_true",
+                   help="match each later clip's colours to the first (reduces drift; not official)")
+    p.add_argument("--device", default=None, help="cuda / cuda:N / cpu (default: cuda if available)")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="GPUs of the worker pool (must divide 40 heads); --ulysses_size is an alias")
+    p.add_argument("--ulysses_size", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--dit_fsdp", action="store_true", help="accepted for compatibility (FSDP2 is on with >1 GPU)")
+    p.add_argument("--t5_fsdp", action="store_true", help="accepted for compatibility")
+    p.add_argument("--offload_model", default=None, help="accepted for compatibility")
+    p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
+
+
+def run(args: argparse.Namespace) -> int:
+    import random
+
+    import torch
+
+    from wan_animate.checkpoints.official import load_bundle
+    from wan_animate.cli.progress import StepBars
+    from wan_animate.sampling.folder import read_preprocessed, save_output
+    from wan_animate.sampling.generate import generate
+    from wan_animate.sampling.options import DEFAULT_NEGATIVE_PROMPT, SampleOptions
+
+    seed = args.base_seed if args.base_seed >= 0 else random.randint(0, 2**63 - 1)
+    opts = SampleOptions(mode="replace" if args.replace_flag else "animate", prompt=args.prompt,
+                         negative_prompt=args.negative_prompt or DEFAULT_NEGATIVE_PROMPT,
+                         frame_num=args.frame_num, refert_num=args.refert_num,
+                         steps=args.sample_steps, shift=args.sample_shift,
+                         guide_scale=args.sample_guide_scale, solver=args.sample_solver, seed=seed,
+                         color_match=args.color_match)
+    opts.validate()
+    inputs = read_preprocessed(args.src_root_path, args.replace_flag)
+    gpus = args.ulysses_size or args.gpus
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    print(f"{inputs.num_frames} frames {inputs.size[1]}x{inputs.size[0]} at {inputs.fps:g} fps, "
+          f"mode {opts.mode}, seed {seed}, device {device}, gpus {gpus}")
+    t0 = time.time()
+    bars = StepBars()
+    try:
+        if gpus > 1:
+            from wan_animate.distributed.generate import generate_on_pool
+
+            video = generate_on_pool(args.ckpt_dir, gpus, inputs, opts, on_step=bars,
+                                     use_relighting_lora=args.use_relighting_lora)
+        else:
+            models = load_bundle(args.ckpt_dir, device, use_relighting_lora=args.use_relighting_lora)
+            print(f"models loaded in {time.time() - t0:.1f} s")
+            video = generate(models, inputs, opts, on_step=bars)
+    finally:
+        bars.close()
+    out = args.save_file or Path(
+        f"animate-14B_{'replace' if args.replace_flag else 'animate'}_{gpus}_"
+        f"{args.prompt[:50].replace(' ', '_').replace('/', '_')}_{datetime.now():%Y%m%d_%H%M%S}.mp4")
+    fps = args.fps or inputs.fps
+    save_output(video, out, fps)
+    print(f"saved {out} ({video.shape[1]} frames at {fps:g} fps) in {time.time() - t0:.1f} s")
+    return 0
