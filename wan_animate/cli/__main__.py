@@ -12,6 +12,7 @@ import sys
 from wan_animate.errors import Cancelled, WanAnimateError
 
 SUBCOMMANDS: tuple[str, ...] = (
+    "wan_animate.cli.demo",
     "wan_animate.cli.generate",
     "wan_animate.cli.make_tiny",
 )

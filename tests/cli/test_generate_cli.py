@@ -1,0 +1,54 @@
+"""`wan-animate generate`, `make-tiny-checkpoint` and `demo` as a user runs them."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wan_animate.cli.__main__ import main
+from wan_animate.cli.demo_media import write_preprocessed
+from wan_animate.preprocess.video_io import read_video
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("c") / "tiny"
+    assert main(["make-tiny-checkpoint", str(d)]) == 0
+    return d
+
+
+@pytest.mark.parametrize("replace,refert,frames", [(False, 1, 9), (True, 1, 7), (False, 5, 14)])
+def test_generate_writes_n_frames_at_source_fps(ckpt, tmp_path, replace, refert, frames):
+    src = write_preprocessed(tmp_path / "src", frames, 32, 48, fps=12.5, replace=replace)
+    out = tmp_path / "out.mp4"
+    argv = ["generate", "--ckpt_dir", str(ckpt), "--src_root_path", str(src), "--frame_num",
+            "13" if refert == 5 else "5", "--refert_num", str(refert), "--sample_steps", "2",
+            "--base_seed", "7", "--save_file", str(out), "--device", "cpu"]
+    if replace:
+        argv += ["--replace_flag", "--use_relighting_lora"]
+    assert main(argv) == 0
+    video, fps = read_video(out)
+    assert video.shape == (frames, 32, 48, 3) and fps == pytest.approx(12.5)
+
+
+def test_generate_bad_input_exit_code(ckpt, tmp_path, capsys):
+    src = write_preprocessed(tmp_path / "src", 5, 32, 48)
+    code = main(["generate", "--ckpt_dir", str(ckpt), "--src_root_path", str(src),
+                 "--frame_num", "6", "--device", "cpu"])
+    assert code == 1 and "4n+1" in capsys.readouterr().err
+    code = main(["generate", "--ckpt_dir", str(ckpt), "--src_root_path", str(src), "--replace_flag",
+                 "--device", "cpu"])
+    assert code == 1 and "src_bg.mp4" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.mp4"))
+
+
+def test_demo_runs_in_a_fresh_process(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "wan_animate.cli", "demo", "--out", str(tmp_path / "d"),
+                        "--frames", "17", "--steps", "2"], capture_output=True, text=True, timeout=600,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "tiny random weights give noise" in r.stdout
+    video, _ = read_video(tmp_path / "d" / "demo.mp4")
+    assert video.shape[0] == 17
