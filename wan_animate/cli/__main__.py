@@ -15,6 +15,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "wan_animate.cli.demo",
     "wan_animate.cli.generate",
     "wan_animate.cli.make_tiny",
+    "wan_animate.cli.preprocess",
 )
 
 

@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     results: list[Comparison] = []
     for folder in args.folders:
+        if not ((folder / "config.json").is_file() or (folder / "cases.json").is_file()):
+            print(f"skipping {folder}: not a fixture folder (no config.json or cases.json)")
+            continue
         for c in run_folder(folder):
             print(c.line(), flush=True)
             results.append(c)

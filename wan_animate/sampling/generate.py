@@ -9,6 +9,7 @@ order (device independent, so 1 and N GPUs give the same noise); ``Overrides.noi
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -36,13 +37,64 @@ def initial_noise(seed: int, shapes: list[tuple[int, ...]]) -> list[torch.Tensor
     return [torch.randn(*s, generator=g, dtype=torch.float32) for s in shapes]
 
 
+@dataclass
+class AnimateLatent:
+    """Sampler output: clips already decoded for chaining + the last clip's clean latent.
+
+    decoded: per clip [1, 3, T', H, W] in [-1, 1] (later clips already without their first
+    refert_num frames); pending: the last clip's latent [1, 16, lat_t, h, w] (reference slot
+    dropped) still to decode, or None; pending_skip: frames to drop from its decode;
+    num_frames: the output length N; fps: the source frame rate.
+    """
+
+    decoded: list[torch.Tensor]
+    pending: torch.Tensor | None
+    pending_skip: int
+    num_frames: int
+    fps: float
+    color_reference: torch.Tensor | None = None
+
+    @property
+    def clips(self) -> int:
+        return len(self.decoded) + (self.pending is not None)
+
+
+@torch.no_grad()
+def decode_latent(vae: torch.nn.Module, latent: AnimateLatent) -> torch.Tensor:
+    """Finish an :class:`AnimateLatent`: decode the pending clip and assemble [3, N, H, W]."""
+    parts = list(latent.decoded)
+    if latent.pending is not None:
+        frames = vae.decode(latent.pending)
+        if latent.color_reference is not None:
+            frames = color_match(frames, latent.color_reference.to(frames.device))
+        parts.append(frames[:, :, latent.pending_skip:].cpu())
+    return torch.cat([p.cpu() for p in parts], dim=2)[0, :, :latent.num_frames]
+
+
 @torch.no_grad()
 def generate(models: ModelBundle, inputs: AnimateInputs, options: SampleOptions,
              on_step: Callable[[StepEvent], None] | None = None,
              cancelled: Callable[[], bool] | None = None,
              overrides: Overrides | None = None,
              denoise: DenoiseFn | None = None) -> torch.Tensor:
-    """Generate the video.
+    """Generate the video: :func:`generate_latent` then :func:`decode_latent`.
+
+    Returns:
+        video [3, N, H, W] float32 in [-1, 1], N = number of pose frames.
+    """
+    latent = generate_latent(models, inputs, options, on_step, cancelled, overrides, denoise)
+    if overrides is not None and overrides.trace is not None and latent.pending is not None:
+        overrides.trace.append(("vae_decode.in", latent.pending[0].float().cpu()))
+    return decode_latent(models.vae, latent)
+
+
+@torch.no_grad()
+def generate_latent(models: ModelBundle, inputs: AnimateInputs, options: SampleOptions,
+                    on_step: Callable[[StepEvent], None] | None = None,
+                    cancelled: Callable[[], bool] | None = None,
+                    overrides: Overrides | None = None,
+                    denoise: DenoiseFn | None = None) -> AnimateLatent:
+    """Sample every clip; clips followed by another are decoded (their tail conditions the next).
 
     Args:
         models: loaded networks (:class:`ModelBundle`).
@@ -52,8 +104,6 @@ def generate(models: ModelBundle, inputs: AnimateInputs, options: SampleOptions,
         cancelled: polled before every step; True stops with :class:`Cancelled`.
         overrides: parity seams (noise per clip, token ids, trace).
         denoise: replaces :func:`denoise_clip` (the worker pool passes its sharded version).
-    Returns:
-        video [3, N, H, W] float32 in [-1, 1], N = number of pose frames.
     """
     options.validate()
     inputs.validate(options.mode)
@@ -63,11 +113,12 @@ def generate(models: ModelBundle, inputs: AnimateInputs, options: SampleOptions,
                       num_face_frames=int(inputs.face.shape[0]))
     h, w = inputs.size
     f = options.frame_num // 4 + 2
-    noise = ov.noise or initial_noise(options.seed, [(1, 16, f, h // 8, w // 8)] * len(plan.clips))
+    shape = (1, 16, f, h // 8, w // 8)
+    noise = ov.noise or initial_noise(options.seed, [shape] * len(plan.clips))
     video = video_conditioning(models, inputs, options, ov)
     solver = make_solver(options.solver, options.steps, options.shift)
     run = denoise or denoise_clip
-    outputs: list[torch.Tensor] = []
+    decoded: list[torch.Tensor] = []
     first: torch.Tensor | None = None
     prev_tail = None
     for clip in plan.clips:
@@ -79,9 +130,12 @@ def generate(models: ModelBundle, inputs: AnimateInputs, options: SampleOptions,
             if on_step is not None:
                 on_step(StepEvent(_c + 1, len(plan.clips), step, steps))
 
-        x0 = run(models.dit, solver, noise[clip.index].reshape(1, 16, f, h // 8, w // 8)
-                 .to(models.device), video, cond, options.guide_scale, on_step=step_cb,
-                 cancelled=cancelled, trace=trace)
+        x0 = run(models.dit, solver, noise[clip.index].reshape(shape).to(models.device), video,
+                 cond, options.guide_scale, on_step=step_cb, cancelled=cancelled, trace=trace)
+        skip = 0 if clip.index == 0 else options.refert_num
+        if clip.index == len(plan.clips) - 1:
+            ref = first if options.color_match and clip.index > 0 else None
+            return AnimateLatent(decoded, x0[:, :, 1:], skip, inputs.num_frames, inputs.fps, ref)
         if trace is not None:
             trace.append(("vae_decode.in", x0[0, :, 1:].float().cpu()))
         frames = models.vae.decode(x0[:, :, 1:])                    # [1, 3, T, H, W] in [-1, 1]
@@ -89,5 +143,5 @@ def generate(models: ModelBundle, inputs: AnimateInputs, options: SampleOptions,
             first = frames if first is None else first
             frames = frames if clip.index == 0 else color_match(frames, first)
         prev_tail = frames[:, :, -options.refert_num:]
-        outputs.append((frames if clip.index == 0 else frames[:, :, options.refert_num:]).cpu())
-    return torch.cat(outputs, dim=2)[0, :, :inputs.num_frames]
+        decoded.append(frames[:, :, skip:].cpu())
+    raise AssertionError("a clip plan has at least one clip")

@@ -1,0 +1,102 @@
+"""Device meshes named by role, the process-group backend, and loopback rendezvous helpers.
+
+A pool of ``world`` ranks is laid out as a 2-D mesh ``(cfg, sp)``:
+
+- ``Axis.CFG`` (size 1 or 2): with CFG parallel the conditional and unconditional DiT passes run
+  on the two halves of the pool at the same time.
+- ``Axis.SP`` (size ``world / cfg``): the Ulysses sequence-parallel group of one half.
+- ``Axis.FSDP`` (size ``world``): the flattened ``cfg x sp`` mesh; the DiT is sharded across
+  every rank. Both CFG halves run the same sequence of DiT forwards (same shapes), so the
+  FSDP all-gathers of both halves match.
+
+A pool of one uses the same code with every axis of size 1. *Axis* names a mesh axis, *dim*
+a tensor dimension.
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+
+
+class Axis(str, Enum):
+    """Mesh axes by role."""
+
+    CFG = "cfg"
+    SP = "sp"
+    FSDP = "fsdp"
+
+
+def backend_for(device_type: str) -> str:
+    """The collective backend of a device type: ``nccl`` on CUDA, ``gloo`` on CPU."""
+    if device_type == "cuda":
+        return "nccl"
+    if device_type == "cpu":
+        return "gloo"
+    raise ValueError(f"unsupported device type {device_type!r}; expected 'cuda' or 'cpu'")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that is free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ParallelMesh:
+    """The ``(cfg, sp)`` device mesh of a pool plus its flattened ``fsdp`` view.
+
+    ``mesh[Axis.SP]`` / ``mesh[Axis.CFG]`` / ``mesh[Axis.FSDP]`` return 1-D meshes that contain
+    this rank; ``mesh[axis].get_group()`` is the process group to pass to a collective.
+    """
+
+    root: DeviceMesh
+    fsdp: DeviceMesh
+
+    def __getitem__(self, axis: Axis | str) -> DeviceMesh:
+        axis = Axis(axis)
+        if axis is Axis.FSDP:
+            return self.fsdp
+        return self.root[axis.value]
+
+    def size(self, axis: Axis | str) -> int:
+        return self[axis].size()
+
+    @property
+    def device_type(self) -> str:
+        return self.root.device_type
+
+
+def build_mesh(device_type: str, *, cfg: int = 1, sp: int | None = None) -> ParallelMesh:
+    """Create the pool's mesh; every rank of the default process group must call it.
+
+    Args:
+        device_type: ``"cuda"`` or ``"cpu"``.
+        cfg: size of the CFG axis (1 or 2).
+        sp: size of the SP axis; default ``world / cfg``. ``cfg * sp`` must equal the world size.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        raise RuntimeError("build_mesh needs an initialized default process group "
+                           "(call it inside a pool worker or under torchrun)")
+    world = dist.get_world_size()
+    if cfg not in (1, 2):
+        raise ValueError(f"cfg axis size must be 1 or 2, got {cfg}")
+    sp = world // cfg if sp is None else sp
+    if cfg * sp != world:
+        raise ValueError(f"mesh cfg={cfg} x sp={sp} = {cfg * sp} ranks does not match the "
+                         f"world size {world}")
+    root = init_device_mesh(device_type, (cfg, sp), mesh_dim_names=(Axis.CFG.value, Axis.SP.value))
+    # [cfg, sp] -> [cfg * sp]: one FSDP axis over every rank.
+    fsdp = root[(Axis.CFG.value, Axis.SP.value)]._flatten(Axis.FSDP.value)
+    return ParallelMesh(root=root, fsdp=fsdp)
+
+
+def device_for(device_type: str, index: int) -> torch.device:
+    """The torch device a rank computes on (``cuda:<index>`` or ``cpu``)."""
+    return torch.device("cuda", index) if device_type == "cuda" else torch.device("cpu")
