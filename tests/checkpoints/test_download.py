@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -306,6 +305,23 @@ def test_interrupted_download_resumes_with_range(hub, tmp_path):
     assert verify(dest).ok
 
 
+def test_force_redownload_discards_a_partial_file(hub, tmp_path):
+    files, _ = _repo_files()
+    dest = tmp_path / "ckpt"
+    hub.cut_after[SHARD1] = 50_000
+    with pytest.raises(dl.HubAccessError):
+        _dl(hub, groups=("core",), local_dir=dest)
+    hub.blocked.clear()
+    plan = dl.plan_download(("core",), local_dir=dest, endpoint=hub.endpoint, token=False,
+                            force_redownload=True)
+    assert {f.action for f in plan.files} == {"fetch"} and plan.bytes_needed == sum(
+        len(files[f.path]) for f in plan.files)
+    before = len(hub.gets(SHARD1))
+    dl.execute(plan, token=False)
+    assert [r for (_, _, r) in hub.gets(SHARD1)[before:]] == [None]      # no Range: from byte 0
+    assert verify(dest).ok
+
+
 def test_corrupt_file_caught_by_verify_and_fixed_by_force(hub, tmp_path):
     files, _ = _repo_files()
     dest = tmp_path / "ckpt"
@@ -322,7 +338,6 @@ def test_corrupt_file_caught_by_verify_and_fixed_by_force(hub, tmp_path):
     bad = {c.path: c.state for c in rep.problems}
     assert bad == {layout.VAE_FILE: "corrupt", layout.RELIGHT_LORA_FILE: "corrupt",
                    layout.T5_FILE: "missing"}
-    assert "--force-redownload" in rep.format() and f"--file {layout.VAE_FILE}" in rep.format()
     quick = {c.path for c in verify(dest, sizes_only=True).problems}
     assert layout.VAE_FILE not in quick and layout.RELIGHT_LORA_FILE in quick
     st = status_report(dest)
@@ -330,8 +345,14 @@ def test_corrupt_file_caught_by_verify_and_fixed_by_force(hub, tmp_path):
     assert comp["relighting-lora"].state == "corrupt" and comp["t5"].state == "missing"
     assert comp["relighting-lora"].disables == ("relighting",)
     assert not st.can_generate
-    _dl(hub, groups=("core", "relight"), local_dir=dest, force_redownload=True,
-        only_files=[layout.VAE_FILE, layout.RELIGHT_LORA_FILE, layout.T5_FILE])
+    # a plain re-run keeps the same-size corrupt file (it trusts size + manifest) ...
+    _dl(hub, groups=("core",), local_dir=dest, only_files=[layout.VAE_FILE])
+    assert not verify(dest).ok
+    # ... the command verify prints (--force-redownload --file ...) repairs everything
+    fix = rep.format().splitlines()[-1]
+    assert "--force-redownload --with core,relight" in fix and f"--file {layout.VAE_FILE}" in fix
+    args = fix.split("wan-animate setup ")[1].split()
+    assert _cli(*args, "--endpoint", hub.endpoint) == 0
     assert verify(dest).ok and vae.read_bytes() == files[layout.VAE_FILE]
 
 
@@ -346,6 +367,20 @@ def test_full_disk_refused_before_any_byte(hub, tmp_path):
     # enough room: the same call succeeds
     _dl(hub, groups=("core",), local_dir=dest, free_bytes=lambda p: 10**9, reserve_bytes=0)
     assert verify(dest).ok
+
+
+def test_parallel_run_of_the_same_file_is_refused(hub, tmp_path):
+    from filelock import FileLock
+
+    dest = tmp_path / "ckpt"
+    plan = dl.plan_download(("relight",), local_dir=dest, endpoint=hub.endpoint, token=False)
+    [f] = plan.to_fetch
+    (dest / dl.PARTIAL_DIR).mkdir(parents=True)
+    with FileLock(str(dest / dl.PARTIAL_DIR / f.key) + ".lock"):
+        with pytest.raises(CheckpointError, match="another download of this file is running"):
+            dl.execute(plan, token=False)
+    dl.execute(plan, token=False)
+    assert verify(dest).ok and not (dest / dl.PARTIAL_DIR).exists()
 
 
 def test_hf_cache_destination_is_readable_by_huggingface_hub(hub, tmp_path):

@@ -160,13 +160,15 @@ _T5_DROP = re.compile(r"(decoder\..*|lm_head\.weight|encoder\.embed_tokens\.weig
 _WB = ("weight", "bias")
 # official suffix under visual.transformer.{i}. -> file suffix under the layer prefix
 _CLIP_LAYER = {
-    "hf": {**{f"norm1.{p}": f"layer_norm1.{p}" for p in _WB}, **{f"norm2.{p}": f"layer_norm2.{p}" for p in _WB},
+    "hf": {**{f"norm1.{p}": f"layer_norm1.{p}" for p in _WB},
+           **{f"norm2.{p}": f"layer_norm2.{p}" for p in _WB},
            **{f"attn.proj.{p}": f"self_attn.out_proj.{p}" for p in _WB},
            **{f"mlp.0.{p}": f"mlp.fc1.{p}" for p in _WB}, **{f"mlp.2.{p}": f"mlp.fc2.{p}" for p in _WB}},
     "open_clip": {**{f"norm1.{p}": f"ln_1.{p}" for p in _WB}, **{f"norm2.{p}": f"ln_2.{p}" for p in _WB},
                   "attn.to_qkv.weight": "attn.in_proj_weight", "attn.to_qkv.bias": "attn.in_proj_bias",
                   **{f"attn.proj.{p}": f"attn.out_proj.{p}" for p in _WB},
-                  **{f"mlp.0.{p}": f"mlp.c_fc.{p}" for p in _WB}, **{f"mlp.2.{p}": f"mlp.c_proj.{p}" for p in _WB}},
+                  **{f"mlp.0.{p}": f"mlp.c_fc.{p}" for p in _WB},
+                  **{f"mlp.2.{p}": f"mlp.c_proj.{p}" for p in _WB}},
 }
 _CLIP_LAYER_PREFIX = {"hf": "vision_model.encoder.layers.{i}.", "open_clip": "transformer.resblocks.{i}."}
 _CLIP_TOP = {  # official key -> (file key, op)
@@ -275,7 +277,8 @@ def plan_conversion(dtypes: Mapping[str, torch.dtype], source: str = "<state>", 
     else:
         recipes, more = {s: Recipe((s,)) for s in weights}, []
     if network == "clip" and (more or stray):
-        notes.append(f"{len(more) + len(stray)} non-visual CLIP keys ignored (Animate uses only the visual tower)")
+        notes.append(f"{len(more) + len(stray)} non-visual CLIP keys ignored (Animate uses only the "
+                     f"visual tower)")
     recipes = {o: Recipe(tuple(strip[s] for s in r.file_keys), r.op) for o, r in recipes.items()}
     scales = {strip[w]: strip[s] for w, s in lay8.scales.items()}
     lay8 = fp8mod.Fp8Layout(lay8.kind, frozenset(strip[k] for k in lay8.fp8_keys), scales,
@@ -330,7 +333,8 @@ def fp8_report(plan: ConversionPlan) -> fp8mod.Fp8Report:
 
 
 def read_single_file(path: str | Path, expect: str | None = None, dtype: torch.dtype = torch.bfloat16,
-                     keep: Callable[[str], bool] | None = None, device: str | torch.device = "cpu") -> Converted:
+                     keep: Callable[[str], bool] | None = None,
+                     device: str | torch.device = "cpu") -> Converted:
     """Read a ComfyUI (or official) single file, reading only the tensors ``keep`` selects.
 
     ``.safetensors`` are read lazily from their header; ``.pth``/``.ckpt``/``.pt`` through

@@ -150,7 +150,7 @@ def offline_mode() -> bool:
     from huggingface_hub import constants
 
     env = (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or "").upper()
-    return constants.is_offline_mode() or env in {"1", "ON", "YES", "TRUE"}
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False)) or env in {"1", "ON", "YES", "TRUE"}
 
 
 def disk_free(path: Path) -> int:
@@ -174,33 +174,37 @@ def _offline_advice() -> str:
 
 
 def _as_checkpoint_error(e: Exception, what: str, endpoint: str | None, repo_id: str | None) -> Exception:
-    """Turn huggingface_hub / transport errors into errors that say what to do (else ``e`` itself)."""
-    from huggingface_hub import errors as hf
+    """Turn huggingface_hub / transport errors into errors that say what to do (else ``e`` itself).
 
+    Classes are matched by name along the MRO, so this works across huggingface_hub versions
+    (requests- or httpx-based) without importing their transport libraries.
+    """
+    names = {c.__name__ for c in type(e).__mro__}
     host = endpoint or "https://huggingface.co"
     page = f"{host}/{repo_id}" if repo_id else host
     token_advice = ("accept the model's licence on " + page + " with your account, then log in with "
                     "`hf auth login` (or set HF_TOKEN, or pass --token)")
-    if isinstance(e, hf.OfflineModeIsEnabled):
+    if "OfflineModeIsEnabled" in names:
         return HubAccessError(f"{what}: HF_HUB_OFFLINE is set, so downloads are disabled. Unset it to "
                               f"download. {_offline_advice()}")
-    if isinstance(e, hf.GatedRepoError):
+    if "GatedRepoError" in names:
         return HubAccessError(f"{what}: {repo_id} is gated and this account has no access (401/403): "
                               f"{token_advice}.")
-    if isinstance(e, hf.RevisionNotFoundError):
+    if "RevisionNotFoundError" in names:
         return HubAccessError(f"{what}: revision not found in {repo_id}; check --revision.")
-    if isinstance(e, hf.RepositoryNotFoundError):
+    if "RepositoryNotFoundError" in names:
         return HubAccessError(f"{what}: repository {repo_id} not found at {host}, or it is private/gated "
                               f"and no valid token was sent: check the name, and {token_advice}.")
-    if isinstance(e, hf.EntryNotFoundError):
+    if "EntryNotFoundError" in names:
         return HubAccessError(f"{what}: the file is no longer in {repo_id} at this revision; re-run to "
                               f"re-plan against the current file list.")
-    if isinstance(e, hf.HfHubHTTPError):
+    if "HfHubHTTPError" in names:
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status in (401, 403):
             return HubAccessError(f"{what}: access refused ({status}): {token_advice}.")
         return HubAccessError(f"{what}: the hub answered HTTP {status}. Run the same command again "
-                              f"later: partial files are kept and resumed. ({str(e).strip().splitlines()[0]})")
+                              f"later: partial files are kept and resumed. "
+                              f"({str(e).strip().splitlines()[0]})")
     if isinstance(e, CheckpointError):
         return e
     name = type(e).__name__
@@ -315,7 +319,10 @@ def plan_download(groups: Sequence[str] = layout.DEFAULT_GROUPS, *, local_dir: s
         for g in groups:
             listed += _list_sources(defs[g], api, repo_id, revision, infos)
     except Exception as e:  # classified into errors with advice; unknown errors pass unchanged
-        raise _as_checkpoint_error(e, f"listing {repo_id}", endpoint, repo_id) from e
+        err = _as_checkpoint_error(e, f"listing {repo_id}", endpoint, repo_id)
+        if err is e:
+            raise
+        raise err from e
     commit = infos[repo_id].sha or revision
     if only_files:
         wanted = set(only_files)
@@ -368,20 +375,37 @@ def check_disk_space(plan: DownloadPlan) -> None:
 # ---- execution ----------------------------------------------------------------------------------
 def _fetch(plan: DownloadPlan, f: PlannedFile, token: str | bool | None,
            on_event: Callable[[DownloadEvent], None]) -> tuple[Path, str, str]:
-    """Download one file into its partial file; returns (partial path, sha256, etag)."""
-    _, _, get_meta, hub_url, http_get, build_headers = _hub()
+    """Download one file into its partial file (locked against a parallel run of the same file);
+    returns (partial path, sha256, etag)."""
+    from filelock import FileLock, Timeout
+
     part = plan.root / PARTIAL_DIR / f.key
     part.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(part) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout as e:
+        raise CheckpointError(f"{f.path}: another download of this file is running (lock "
+                              f"{lock.lock_file}); wait for it to finish") from e
+    try:
+        return _fetch_locked(plan, f, token, on_event, part)
+    finally:
+        lock.release()
+
+
+def _fetch_locked(plan: DownloadPlan, f: PlannedFile, token: str | bool | None,
+                  on_event: Callable[[DownloadEvent], None], part: Path) -> tuple[Path, str, str]:
+    _, _, get_meta, hub_url, http_get, build_headers = _hub()
     if f.repo_id is not None:
         url = hub_url(f.repo_id, f.remote, revision=plan.commit if f.official else None,
                       endpoint=plan.endpoint)
-        meta = get_meta(url, token=token, endpoint=plan.endpoint)
+        meta = get_meta(url, token=token)
         location, size, etag = meta.location, meta.size if meta.size is not None else f.size, meta.etag
         same_host = urlparse(location).netloc == urlparse(url).netloc
         headers = build_headers(token=token) if same_host else {}
     else:
         location, size, etag, headers = f.remote, f.size, "", {}
-    with open(part, "ab") as fh:
+    with open(part, "ab" if f.action == "resume" else "wb") as fh:     # "fetch" starts afresh
         offset = fh.tell()
         if size is not None and offset > size:
             fh.truncate(0)
@@ -442,7 +466,10 @@ def execute(plan: DownloadPlan, *, token: str | bool | None = None, max_workers:
     plan.folder.mkdir(parents=True, exist_ok=True)
     _write_ref(plan)
     lock = threading.Lock()
-    man = Manifest.load(plan.folder) or Manifest(created_by="download")
+    try:
+        man = Manifest.load(plan.folder) or Manifest(created_by="download")
+    except CheckpointError:  # a damaged manifest is rebuilt from the plan and the new downloads
+        man = Manifest(created_by="download")
     man.repo_id, man.revision, man.commit = plan.repo_id, plan.revision, plan.commit
     for f in plan.files:
         if f.action == "keep":
@@ -455,6 +482,7 @@ def execute(plan: DownloadPlan, *, token: str | bool | None = None, max_workers:
     def one(f: PlannedFile) -> str:
         part, digest, etag = _fetch(plan, f, token, emit)
         _place(plan, f, part, etag)
+        Path(str(part) + ".lock").unlink(missing_ok=True)
         with lock:
             man.files[f.path] = _entry(f, (plan.folder / f.path).stat().st_size, digest)
             man.save(plan.folder)
@@ -477,6 +505,9 @@ def execute(plan: DownloadPlan, *, token: str | bool | None = None, max_workers:
         if err is e:
             raise e
         raise type(err)(f"{err}{more}") from e
+    partial_dir = plan.root / PARTIAL_DIR
+    if partial_dir.is_dir() and not any(partial_dir.iterdir()):
+        partial_dir.rmdir()
     kept = tuple(f.path for f in plan.files if f.action == "keep")
     return DownloadResult(plan.folder, tuple(done), kept, plan.folder / layout.MANIFEST_NAME)
 

@@ -112,7 +112,7 @@ class Component:
 
 
 COMPONENTS: tuple[Component, ...] = (
-    Component("dit", "Animate DiT (config, index and 4 safetensors shards)",
+    Component("dit", "Animate DiT (config, shard index, safetensors shards)",
               (DIT_CONFIG, DIT_INDEX, "<dit shards>"), _GENERATE, True, "core"),
     Component("t5", "umT5-XXL text encoder", (T5_FILE,), _GENERATE, True, "core"),
     Component("t5-tokenizer", "umT5 tokenizer", (T5_TOKENIZER_DIR + "/",), _GENERATE, True, "core"),

@@ -88,6 +88,14 @@ class Manifest:
         return path
 
 
+def where_flag(folder: Path) -> str:
+    """``--cache_dir ROOT`` for a Hugging Face cache snapshot, else ``--local_dir FOLDER`` (CLI hints)."""
+    folder = Path(folder)
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        return f"--cache_dir {folder.parents[2]}"
+    return f"--local_dir {folder}"
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -181,8 +189,10 @@ class VerifyReport:
             lines.append(f"  {len(extra)} file(s) not in the manifest were not checked, e.g. {extra[0].path}")
         if bad:
             files = " ".join(f"--file {c.path}" for c in bad[:6])
-            lines.append("fix: wan-animate setup download --force-redownload "
-                         f"--local_dir {self.folder} {files}")
+            groups = sorted({comp.group for c in bad if (comp := layout.component_of(c.path))})
+            with_ = f" --with {','.join(groups)}" if groups else ""
+            lines.append(f"fix: wan-animate setup download --force-redownload{with_} "
+                         f"{where_flag(self.folder)} {files}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -280,11 +290,16 @@ class StatusReport:
                 line += f"\n           {'; '.join(c.problems[:3])}"
                 if c.disables:
                     line += f"\n           disables: {', '.join(c.disables)}"
+                group = layout.component(c.name).group
+                force = " --force-redownload" if c.state == "corrupt" else ""
+                line += (f"\n           fix: wan-animate setup download --with {group}{force} "
+                         f"{where_flag(self.folder)}")
             lines.append(line)
-        lines.append("can generate: " + ("yes" if self.can_generate else "NO (run: wan-animate setup download)"))
+        lines.append("can generate: " + ("yes" if self.can_generate else
+                                         "NO (run: wan-animate setup download)"))
         if self.disabled_features:
-            lines.append("unavailable: " + "; ".join(f"{f} = {layout.FEATURES[f]}"
-                                                     for f in self.disabled_features))
+            lines.append("unavailable:")
+            lines += [f"  {f}: {layout.FEATURES[f]}" for f in self.disabled_features]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:

@@ -16,6 +16,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "wan_animate.cli.generate",
     "wan_animate.cli.make_tiny",
     "wan_animate.cli.preprocess",
+    "wan_animate.cli.setup",
 )
 
 

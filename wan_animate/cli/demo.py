@@ -42,10 +42,14 @@ def run(args: argparse.Namespace) -> int:
         if args.image is None:
             print("error: --video needs --image (the reference character)")
             return 1
-        from wan_animate.preprocess.pipeline import PreprocessOptions, preprocess_files
+        from wan_animate.preprocess.pipeline import PreprocessOptions, preprocess, save_preprocessed
+        from wan_animate.preprocess.video_io import read_image, read_video
 
-        preprocess_files(args.video, args.image, src,
-                         PreprocessOptions(replace=args.replace, resolution_area=(256, 256)))
+        frames, fps = read_video(args.video)
+        opts = PreprocessOptions(mode="replace" if args.replace else "animate",
+                                 resolution_area=(256, 144), fps=16)
+        result = preprocess(frames[:args.frames * 4], fps, read_image(args.image), opts)
+        save_preprocessed(result, src, lossless=True)
         print(f"[2/3] preprocessed {args.video} + {args.image} with MediaPipe: {src}")
     else:
         write_preprocessed(src, args.frames, 96, 160, fps=16, replace=args.replace)

@@ -25,30 +25,57 @@ class AttentionBackend(Protocol):
                  k_len: int | None = None) -> torch.Tensor: ...
 
 
+SDPA_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
+
+
+def _sdpa_context(backend: str, device: torch.device):  # noqa: ANN202 - context manager
+    """The ``sdpa_kernel`` context for ``backend`` (a no-op for "auto" off CUDA)."""
+    from contextlib import nullcontext
+
+    if device.type != "cuda":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    table = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+    if backend == "auto":
+        # cuDNN attention is the fastest exact kernel on Hopper (568 vs 357 TFLOP/s flash, facts §11)
+        order = [table["cudnn"], table["flash"], table["efficient"], table["math"]]
+        try:
+            return sdpa_kernel(order, set_priority=True)
+        except TypeError:  # older torch without set_priority
+            return sdpa_kernel(order)
+    return sdpa_kernel([table[backend]])
+
+
 class LocalAttention:
     """Single-device attention through ``scaled_dot_product_attention``.
 
-    Inputs are cast to ``compute_dtype`` when given (the official CUDA path runs attention in
-    bf16); the output has the dtype of ``q``.
+    ``compute_dtype``: inputs are cast to it when given (the official CUDA path runs attention
+    in bf16); the output has the dtype of ``q``. ``backend``: SDPA kernel choice on CUDA
+    ("auto" prefers cuDNN, then flash). Padded keys (``k_len`` < Lk) are padding at the end of
+    the sequence, so they are sliced off instead of masked: same result, and every fused
+    kernel stays eligible.
     """
 
-    def __init__(self, compute_dtype: torch.dtype | None = None) -> None:
+    def __init__(self, compute_dtype: torch.dtype | None = None, backend: str = "auto") -> None:
+        if backend not in SDPA_BACKENDS:
+            raise ValueError(f"attention backend must be one of {SDPA_BACKENDS}, got {backend!r}")
         self.compute_dtype = compute_dtype
+        self.backend = backend
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                  k_len: int | None = None) -> torch.Tensor:
         out_dtype = q.dtype
         if self.compute_dtype is not None:
             q, k, v = (t.to(self.compute_dtype) for t in (q, k, v))
-        mask = None
         if k_len is not None and k_len < k.shape[1]:
-            # NOTE: padded keys masked out; padded queries still attend (as the official code).
-            mask = torch.zeros(k.shape[1], dtype=torch.bool, device=k.device)
-            mask[:k_len] = True
-            mask = mask.view(1, 1, 1, -1)
-        # [B, L, N, D] -> [B, N, L, D]
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                             v.transpose(1, 2), attn_mask=mask)
+            # NOTE: padded keys dropped; padded queries still attend (as the official code).
+            k, v = k[:, :k_len], v[:, :k_len]
+        with _sdpa_context(self.backend, q.device):
+            # [B, L, N, D] -> [B, N, L, D]
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                                 v.transpose(1, 2))
         return out.transpose(1, 2).to(out_dtype)  # [B, N, Lq, D] -> [B, Lq, N, D]
 
 

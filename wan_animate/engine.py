@@ -1,0 +1,165 @@
+"""The engine's job-level API: load a model spec once, sample, decode, close.
+
+Used by the ComfyUI nodes (the model socket carries a :class:`WanAnimateModel`) and the CLI.
+A model handle owns where the networks live: with ``gpus > 1`` (or ``use_pool=True``) a
+persistent :class:`~wan_animate.distributed.pool.WorkerPool` holds the DiT sharded across the
+GPUs and runs the denoising there; otherwise the networks live in this process.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from wan_animate.errors import CheckpointError, InputError, ParallelConfigError, WanAnimateError
+from wan_animate.sampling.generate import AnimateLatent
+from wan_animate.sampling.options import AnimateInputs, SampleOptions, StepEvent
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+ATTENTION = ("auto", "sdpa", "cudnn", "flash", "math")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load and how to place it. Equal specs share one loaded model / pool.
+
+    ckpt_dir: official Wan2.2-Animate-14B folder. gpus: pool size (must divide 40 heads).
+    device: "auto" (cuda when present), "cuda" or "cpu". dtype: DiT/T5 weights ("bf16",
+    "fp16", "fp32"; "auto" = bf16 on CUDA, fp32 on CPU). attention: SDPA backend choice.
+    use_relighting_lora: merge relighting_lora.ckpt into the DiT. loras: extra DiT LoRAs
+    (path, strength). fsdp: shard the DiT across the pool (FSDP2) instead of replicating it.
+    """
+
+    ckpt_dir: str
+    gpus: int = 1
+    device: str = "auto"
+    dtype: str = "auto"
+    attention: str = "auto"
+    use_relighting_lora: bool = False
+    loras: tuple[tuple[str, float], ...] = ()
+    fsdp: bool = True
+    use_pool: bool = False
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def validate(self) -> None:
+        """Cheap checks before anything loads: files, GPU count, names."""
+        folder = Path(self.ckpt_dir)
+        if not folder.is_dir():
+            raise CheckpointError(f"checkpoint folder not found: {folder}; download it with "
+                                  f"`wan-animate setup download --local_dir {folder}`")
+        if self.dtype not in ("auto", *DTYPES):
+            raise InputError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {self.dtype!r}")
+        if self.attention not in ATTENTION:
+            raise InputError(f"attention must be one of {', '.join(ATTENTION)}; got {self.attention!r}")
+        if self.gpus < 1:
+            raise ParallelConfigError(f"gpus must be >= 1, got {self.gpus}")
+        from wan_animate.models.config import DiTConfig
+        from wan_animate.checkpoints import layout
+
+        DiTConfig.from_json(folder / layout.DIT_CONFIG).check_sp_size(self.gpus)
+        dev = self.resolved_device()
+        if dev.type == "cuda":
+            have = torch.cuda.device_count()
+            if self.gpus > have:
+                raise ParallelConfigError(f"{self.gpus} GPUs asked for but only {have} visible; "
+                                          f"lower the GPU count or check CUDA_VISIBLE_DEVICES")
+
+
+@dataclass
+class WanAnimateModel:
+    """A loaded (or lazily loaded) Wan2.2-Animate model; thread-safe for sequential jobs."""
+
+    spec: ModelSpec
+    _bundle: object = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _models(self):  # noqa: ANN202 - ModelBundle, imported lazily
+        from wan_animate.checkpoints.official import Precision, load_bundle
+
+        if self._bundle is None:
+            dev = self.spec.resolved_device()
+            p = Precision.for_device(dev)
+            if self.spec.dtype != "auto":
+                d = DTYPES[self.spec.dtype]
+                p = Precision(dit=d, t5=d, clip=p.clip, vae=p.vae, batch=p.batch)
+            self._bundle = load_bundle(self.spec.ckpt_dir, dev, p,
+                                       use_relighting_lora=self.spec.use_relighting_lora)
+        return self._bundle
+
+    def sample(self, inputs: AnimateInputs, options: SampleOptions,
+               on_step: Callable[[StepEvent], None] | None = None,
+               cancelled: Callable[[], bool] | None = None) -> AnimateLatent:
+        """Denoise every clip; returns the latent the decode step finishes."""
+        from wan_animate.sampling.generate import generate_latent
+
+        options.validate()
+        inputs.validate(options.mode)
+        with self._lock, oom_advice(self.spec, inputs, options):
+            return generate_latent(self._models(), inputs, options, on_step, cancelled)
+
+    def decode(self, latent: AnimateLatent) -> torch.Tensor:
+        """Latent -> video [3, N, H, W] in [-1, 1]."""
+        from wan_animate.sampling.generate import decode_latent
+
+        with self._lock, oom_advice(self.spec, None, None):
+            return decode_latent(self._models().vae, latent)
+
+    def close(self) -> None:
+        """Free the networks (and the pool's GPU memory)."""
+        with self._lock:
+            self._bundle = None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+class OutOfMemory(WanAnimateError):
+    """The GPU ran out of memory; the message says what to change."""
+
+
+@contextmanager
+def oom_advice(spec: ModelSpec, inputs: AnimateInputs | None,
+               options: SampleOptions | None) -> Iterator[None]:
+    """Turn a CUDA out-of-memory error into advice naming the settings that cut memory."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as e:
+        size = f" at {inputs.size[1]}x{inputs.size[0]}" if inputs is not None else ""
+        clip = f" with frame_num {options.frame_num}" if options is not None else ""
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise OutOfMemory(
+            f"out of GPU memory{size}{clip} on {spec.gpus} GPU(s). Try, in order: more GPUs "
+            f"(gpus=2/4/8 shard the DiT and split the tokens), a smaller frame_num (e.g. 49), "
+            f"a smaller preprocessing --resolution_area (e.g. 832 480), and closing other "
+            f"GPU programs. ({e})") from e
+
+
+_LOADED: dict[ModelSpec, WanAnimateModel] = {}
+
+
+def load_model(spec: ModelSpec) -> WanAnimateModel:
+    """The model for ``spec``, reused while the spec is unchanged; a new spec frees the old."""
+    spec.validate()
+    if spec in _LOADED:
+        return _LOADED[spec]
+    for old in list(_LOADED):
+        _LOADED.pop(old).close()
+    model = WanAnimateModel(spec)
+    _LOADED[spec] = model
+    return model
+
+
+def unload_all() -> int:
+    """Close every loaded model; returns how many were closed."""
+    n = len(_LOADED)
+    for key in list(_LOADED):
+        _LOADED.pop(key).close()
+    return n
