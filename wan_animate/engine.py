@@ -94,6 +94,23 @@ class WanAnimateModel:
                                        use_relighting_lora=self.spec.use_relighting_lora)
         return self._bundle
 
+    @property
+    def pooled(self) -> bool:
+        return self.spec.gpus > 1 or self.spec.use_pool
+
+    def _pool(self):  # noqa: ANN202 - WorkerPool, imported lazily
+        from wan_animate.distributed.animate import PoolModelConfig
+        from wan_animate.distributed.pool import WorkerPool
+        from wan_animate.distributed.protocol import PoolSpec
+
+        mod = "wan_animate.distributed.animate"
+        cfg = PoolModelConfig(self.spec.ckpt_dir, self.spec.dtype, self.spec.attention,
+                              self.spec.use_relighting_lora, self.spec.fsdp)
+        return WorkerPool.get(PoolSpec(
+            factory=f"{mod}:load_state", config=cfg, world_size=self.spec.gpus,
+            handlers={"generate": f"{mod}:generate_handler", "decode": f"{mod}:decode_handler"},
+            device_type=self.spec.resolved_device().type))
+
     def sample(self, inputs: AnimateInputs, options: SampleOptions,
                on_step: Callable[[StepEvent], None] | None = None,
                cancelled: Callable[[], bool] | None = None) -> AnimateLatent:
@@ -103,6 +120,15 @@ class WanAnimateModel:
         options.validate()
         inputs.validate(options.mode)
         with self._lock, oom_advice(self.spec, inputs, options):
+            if self.pooled:
+                from wan_animate.distributed.protocol import Job
+
+                def relay(ev) -> None:  # noqa: ANN001 - protocol.StepEvent
+                    if on_step is not None:
+                        on_step(StepEvent(ev.clip, ev.clips, ev.step, ev.total))
+
+                return self._pool().submit(Job("generate", (inputs, options)), on_step=relay,
+                                           cancelled=cancelled)
             return generate_latent(self._models(), inputs, options, on_step, cancelled)
 
     def decode(self, latent: AnimateLatent) -> torch.Tensor:
@@ -110,12 +136,20 @@ class WanAnimateModel:
         from wan_animate.sampling.generate import decode_latent
 
         with self._lock, oom_advice(self.spec, None, None):
+            if self.pooled:
+                from wan_animate.distributed.protocol import Job
+
+                return self._pool().submit(Job("decode", latent))
             return decode_latent(self._models().vae, latent)
 
     def close(self) -> None:
         """Free the networks (and the pool's GPU memory)."""
         with self._lock:
             self._bundle = None
+            if self.pooled:
+                from wan_animate.distributed.pool import WorkerPool
+
+                WorkerPool.release()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 

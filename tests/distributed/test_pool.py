@@ -50,6 +50,12 @@ def bad_factory(env, config):
     raise OSError(f"cannot read weights on rank {env.rank}")
 
 
+def stuck_factory(env, config):
+    if env.rank == 1:
+        time.sleep(120)
+    return None
+
+
 # --- tests ----------------------------------------------------------------------------------
 
 class Interrupt(Exception):
@@ -171,7 +177,8 @@ def test_sigkill_mid_job(pool):
     assert pool.starts == starts + 1 and not set(pool.pids) & set(old)
 
 
-def test_unknown_kind_and_startup_failure():
+def test_unknown_kind_and_startup_failures():
+    before = _children()
     with pytest.raises(ValueError, match="no handler for job kind 'nope'"):
         WorkerPool(_spec()).submit(Job("nope"))
     broken = WorkerPool(_spec(factory=f"{__name__}:bad_factory"))
@@ -179,6 +186,14 @@ def test_unknown_kind_and_startup_failure():
                                           r"OSError: cannot read weights on rank"):
         broken.start()
     broken.close()
+    stuck = WorkerPool(_spec(factory=f"{__name__}:stuck_factory", start_timeout_s=4))
+    # Rank 1 hangs in its factory; on a slow machine rank 0 may still be importing torch.
+    with pytest.raises(WorkerError, match=r"startup stalled: [12] of 2 ranks not ready after 4 s "
+                                          r"\(stuck in: .*rank 1: [a-z]") as info:
+        stuck.start()
+    assert "state factory" in str(info.value) or "process start" in str(info.value)
+    stuck.close()
+    assert _children() <= before  # the half-started workers were stopped
 
 
 def test_new_spec_replaces_pool_and_close_leaves_no_children(pool):

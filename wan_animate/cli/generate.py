@@ -53,10 +53,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from wan_animate.checkpoints.official import load_bundle
     from wan_animate.cli.progress import StepBars
+    from wan_animate.engine import ModelSpec, load_model
     from wan_animate.sampling.folder import read_preprocessed, save_output
-    from wan_animate.sampling.generate import generate
     from wan_animate.sampling.options import DEFAULT_NEGATIVE_PROMPT, SampleOptions
 
     seed = args.base_seed if args.base_seed >= 0 else random.randint(0, 2**63 - 1)
@@ -74,18 +73,13 @@ def run(args: argparse.Namespace) -> int:
           f"mode {opts.mode}, seed {seed}, device {device}, gpus {gpus}")
     t0 = time.time()
     bars = StepBars()
+    model = load_model(ModelSpec(str(args.ckpt_dir), gpus=gpus, device=str(device),
+                                 use_relighting_lora=args.use_relighting_lora))
     try:
-        if gpus > 1:
-            from wan_animate.distributed.generate import generate_on_pool
-
-            video = generate_on_pool(args.ckpt_dir, gpus, inputs, opts, on_step=bars,
-                                     use_relighting_lora=args.use_relighting_lora)
-        else:
-            models = load_bundle(args.ckpt_dir, device, use_relighting_lora=args.use_relighting_lora)
-            print(f"models loaded in {time.time() - t0:.1f} s")
-            video = generate(models, inputs, opts, on_step=bars)
+        video = model.decode(model.sample(inputs, opts, on_step=bars))
     finally:
         bars.close()
+        model.close()
     out = args.save_file or Path(
         f"animate-14B_{'replace' if args.replace_flag else 'animate'}_{gpus}_"
         f"{args.prompt[:50].replace(' ', '_').replace('/', '_')}_{datetime.now():%Y%m%d_%H%M%S}.mp4")

@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from enum import Enum
 
 import torch
+import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+
+# torch >= 2.13 renames all_gather_into_tensor (same semantics); older versions lack the new name.
+all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
 class Axis(str, Enum):
@@ -70,6 +74,22 @@ class ParallelMesh:
     def device_type(self) -> str:
         return self.root.device_type
 
+    @property
+    def cfg_rank(self) -> int:
+        """0 on the conditional half of the pool, 1 on the unconditional half."""
+        return self[Axis.CFG].get_local_rank()
+
+    def cfg_pair(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CFG parallel exchange: each rank passes its half's prediction ``x`` (same shape on all
+        ranks); every rank gets ``(cond, uncond)`` = (half 0's ``x``, half 1's ``x``)."""
+        if self.size(Axis.CFG) != 2:
+            raise ValueError(f"cfg_pair needs a CFG axis of size 2, got {self.size(Axis.CFG)}")
+        x = x.contiguous()
+        out = x.new_empty((2 * x.shape[0], *x.shape[1:]))
+        all_gather_single(out, x, group=self[Axis.CFG].get_group())  # [2*B, ...], half-major
+        cond, uncond = out.view(2, *x.shape).unbind(0)  # [2*B, ...] -> 2 x [B, ...]
+        return cond, uncond
+
 
 def build_mesh(device_type: str, *, cfg: int = 1, sp: int | None = None) -> ParallelMesh:
     """Create the pool's mesh; every rank of the default process group must call it.
@@ -79,8 +99,6 @@ def build_mesh(device_type: str, *, cfg: int = 1, sp: int | None = None) -> Para
         cfg: size of the CFG axis (1 or 2).
         sp: size of the SP axis; default ``world / cfg``. ``cfg * sp`` must equal the world size.
     """
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         raise RuntimeError("build_mesh needs an initialized default process group "
                            "(call it inside a pool worker or under torchrun)")

@@ -101,7 +101,7 @@ def _num_heads(model: nn.Module) -> int | None:
 
 
 def shard_units(root: nn.Module, units: Iterable[nn.Module], mesh: ParallelMesh,
-                cfg: ParallelConfig) -> nn.Module:
+                cfg: ParallelConfig, shard_root: bool = True) -> nn.Module:
     """``fully_shard`` each unit (a repeated block), then ``root`` for the remaining parameters.
 
     Parameters are frozen first (inference only), which lets one unit hold parameters of
@@ -112,7 +112,8 @@ def shard_units(root: nn.Module, units: Iterable[nn.Module], mesh: ParallelMesh,
                   reshard_after_forward=cfg.reshard_after_forward)
     for unit in units:
         fully_shard(unit, **kwargs)
-    fully_shard(root, **kwargs)
+    if shard_root:
+        fully_shard(root, **kwargs)
     return root
 
 
@@ -129,7 +130,8 @@ def dit_units(model: nn.Module) -> list[nn.Module]:
 
 
 def parallelize_dit(model: nn.Module, mesh: ParallelMesh, cfg: ParallelConfig,
-                    *, attention: AttentionBackend | None = None) -> nn.Module:
+                    *, attention: AttentionBackend | None = None,
+                    shard_root: bool = True) -> nn.Module:
     """Apply the pool's layout to a DiT in place: SP attention, then FSDP2 per block, then root.
 
     Args:
@@ -139,6 +141,9 @@ def parallelize_dit(model: nn.Module, mesh: ParallelMesh, cfg: ParallelConfig,
         cfg: must match the mesh sizes.
         attention: the per-rank attention backend (default :class:`LocalAttention`); with
             sp_size > 1 it is wrapped in Ulysses all-to-alls.
+        shard_root: also shard the parameters outside the units. The Animate DiT keeps them
+            replicated (about 0.3 B parameters: embeddings, head, motion/face encoders) so the
+            per-clip encoders (``encode_motion``, ``embed_context``) run on any rank alone.
     """
     _check_mesh(mesh, cfg)
     heads = _num_heads(model)
@@ -148,7 +153,7 @@ def parallelize_dit(model: nn.Module, mesh: ParallelMesh, cfg: ParallelConfig,
     sp = UlyssesSequenceParallel(mesh[Axis.SP], inner) if cfg.sp_size > 1 else NoSequenceParallel(inner)
     model.set_parallel(sp)
     if cfg.fsdp:
-        shard_units(model, dit_units(model), mesh, cfg)
+        shard_units(model, dit_units(model), mesh, cfg, shard_root=shard_root)
     else:
         model.requires_grad_(False)
     return model

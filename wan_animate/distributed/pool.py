@@ -41,6 +41,7 @@ from wan_animate.distributed.mesh import free_port
 from wan_animate.distributed.protocol import (Cancel, Done, Failed, Job, PoolClosed, PoolSpec,
                                               Ready, Shutdown, Status, StepEvent, WorkerDied,
                                               WorkerError)
+from wan_animate.distributed.worker import EXIT_BROKEN, EXIT_ORPHANED, worker_main
 from wan_animate.errors import Cancelled, ParallelConfigError
 
 log = logging.getLogger("wan_animate.distributed")
@@ -51,8 +52,6 @@ _START_ATTEMPTS = 3  # a free port can be taken between choosing it and binding 
 
 def exit_text(code: int | None) -> str:
     """``-9`` -> ``"-9 (SIGKILL)"``; names the orphan/broken exit codes of workers."""
-    from wan_animate.distributed.worker import EXIT_BROKEN, EXIT_ORPHANED
-
     if code is None:
         return "unknown"
     if code < 0:
@@ -104,9 +103,7 @@ class _Workers:
     """One started set of worker processes (a pool restarts by replacing it)."""
 
     def __init__(self, spec: PoolSpec) -> None:
-        import torch.multiprocessing as tmp
-
-        from wan_animate.distributed.worker import worker_main
+        import torch.multiprocessing as tmp  # registers shared-memory pickling of tensors
 
         self.spec = spec
         ctx = tmp.get_context("spawn")
@@ -298,6 +295,7 @@ class _Workers:
             ready = wait([self.conns[r] for r in st.pending] + sentinels, timeout=_POLL_S)
         except (OSError, ValueError):  # pipes closed under us by close() in another thread
             self._raise_death(st)
+        ready.sort(key=lambda obj: obj in sentinels)  # read a dying rank's last message first
         for obj in ready:
             if obj in sentinels:
                 self._raise_death(st)

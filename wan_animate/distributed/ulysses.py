@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.distributed import ProcessGroup
 from torch.distributed.device_mesh import DeviceMesh
 
+from wan_animate.distributed.mesh import all_gather_single
 from wan_animate.errors import ParallelConfigError
 from wan_animate.models.attention import AttentionBackend, LocalAttention
 
@@ -55,10 +56,6 @@ def _all_to_all(x: torch.Tensor, group: ProcessGroup) -> torch.Tensor:
     return out
 
 
-# torch >= 2.13 renames all_gather_into_tensor (same semantics); older versions lack the new name.
-_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-
-
 class UlyssesAttention:
     """Self-attention over the whole sequence from sequence-sharded q/k/v (an AttentionBackend).
 
@@ -77,7 +74,7 @@ class UlyssesAttention:
         s, b, lc, n, d = x.shape
         p = self.size
         # [S, B, Lc, N, D] -> [P, S, B, Lc, N/P, D]: head group j is sent to rank j.
-        x = x.view(s, b, lc, p, n // p, d).permute(3, 0, 1, 2, 4, 5)
+        x = x.reshape(s, b, lc, p, n // p, d).permute(3, 0, 1, 2, 4, 5)
         x = _all_to_all(x, self.group)  # out[j] = rank j's tokens, my head group
         # [P, S, B, Lc, N/P, D] -> [S, B, P*Lc, N/P, D]
         return x.permute(1, 2, 0, 3, 4, 5).reshape(s, b, p * lc, n // p, d)
@@ -87,7 +84,7 @@ class UlyssesAttention:
         b, lp, hn, d = x.shape
         p = self.size
         # [B, P*Lc, N/P, D] -> [P, B, Lc, N/P, D]: token slice j goes back to rank j.
-        x = x.view(b, p, lp // p, hn, d).permute(1, 0, 2, 3, 4)
+        x = x.reshape(b, p, lp // p, hn, d).permute(1, 0, 2, 3, 4)
         x = _all_to_all(x, self.group)  # out[j] = my tokens, rank j's head group
         # [P, B, Lc, N/P, D] -> [B, Lc, P*(N/P), D]
         return x.permute(1, 2, 0, 3, 4).reshape(b, lp // p, p * hn, d)
@@ -146,7 +143,7 @@ class UlyssesSequenceParallel:
         if lp != length:
             pad = x.new_zeros((x.shape[0], lp - length, *x.shape[2:]))
             x = torch.cat((x, pad), dim=1)  # [B, L, ...] -> [B, Lp, ...]
-        return x[:, self.rank * chunk:(self.rank + 1) * chunk]
+        return x[:, self.rank * chunk:(self.rank + 1) * chunk].contiguous()
 
     def gather(self, x: torch.Tensor, length: int) -> torch.Tensor:
         """[B, Lp/P, ...] -> [B, L, ...]: all-gather every rank's slice, drop the padding."""
@@ -156,7 +153,7 @@ class UlyssesSequenceParallel:
                              f"match length {length} padded to {self.padded_len(length)}")
         x = x.contiguous()
         out = x.new_empty((self.size * x.shape[0], *x.shape[1:]))
-        _all_gather_single(out, x, group=self.group)  # [P*B, Lc, ...], rank-major
+        all_gather_single(out, x, group=self.group)  # [P*B, Lc, ...], rank-major
         # [P*B, Lc, ...] -> [P, B, Lc, ...] -> [B, P*Lc, ...]
         out = out.view(self.size, *x.shape).movedim(0, 1)
         out = out.reshape(x.shape[0], self.size * chunk, *x.shape[2:])

@@ -2,22 +2,34 @@
 
 Plugging in a model (the seam used by the sampler; see :class:`~.protocol.PoolSpec`)::
 
-    # wan_animate/sampling/pool_jobs.py  (any importable module)
-    def load_dit(env: WorkerEnv, config: MySpec) -> MyState:        # the state factory
-        mesh = build_mesh(env.device.type, cfg=pcfg.cfg_size)       # every rank, once
-        model = build on meta -> parallelize_dit(model, mesh, pcfg)
-        model.to_empty(device=env.device); load_local_shards(model, source, name)
-        return MyState(model, mesh)
+    # wan_animate/sampling/pool_jobs.py  (any importable module; top-level functions)
+    def load_dit(env: WorkerEnv, spec: DiTSpec) -> DiTState:       # the state factory, once
+        pcfg = spec.parallel                                        # a ParallelConfig
+        mesh = build_mesh(env.device.type, cfg=pcfg.cfg_size)
+        with torch.device("meta"):
+            model = AnimateDiT(spec.config)
+        parallelize_dit(model, mesh, pcfg)
+        model.to_empty(device=env.device)
+        load_local_shards(model, SafetensorsSource.from_index(spec.folder, spec.index), spec.folder)
+        return DiTState(model, mesh)
 
-    def generate(state: MyState, payload: GenerateJob, ctx: JobContext) -> torch.Tensor:
-        for step, t in enumerate(timesteps, 1):
-            ...one denoising step (collectives inside the DiT)...
-            ctx.step(clip, step, len(timesteps))   # progress + agreed cancel (raises Cancelled)
-        return latents.cpu()                       # rank 0's result goes back to the caller
+    def generate(state: DiTState, job: GenerateJob, ctx: JobContext) -> torch.Tensor:
+        for clip in range(clips):
+            for step, t in enumerate(timesteps, 1):
+                ...one denoising step (the DiT's collectives inside)...
+                ctx.step(clip, step, len(timesteps), clips)   # progress + agreed cancel
+        return latents                                        # rank 0's result, moved to CPU
 
     spec = PoolSpec(factory="wan_animate.sampling.pool_jobs:load_dit",
                     handlers={"generate": "wan_animate.sampling.pool_jobs:generate"},
-                    config=MySpec(...), world_size=4, device_type="cuda")
+                    config=DiTSpec(...), world_size=4, device_type="cuda")
+    latents = WorkerPool.get(spec).submit(Job("generate", GenerateJob(...)),
+                                          on_step=..., cancelled=...)
+
+Every rank must call ``ctx.step`` the same number of times (it is a collective). A handler
+that never calls it can only be cancelled when it returns. Payloads and results should carry
+big data as torch tensors (they cross processes through shared memory; other objects are
+pickled by value).
 
 Per job, ranks agree through one tiny all-reduce on a separate gloo *control group* at every
 ``ctx.step`` and once at the end of the job; each rank contributes a flag (continue, cancel,
@@ -98,6 +110,7 @@ class JobContext:
         self._poll_cancel = poll_cancel
         self.outcome: Literal["cancelled", "aborted"] | None = None
         self.terminal = False  # the job's last agreement is done
+        self.broken = False  # an agreement raised: the control group is unusable
 
     @property
     def rank(self) -> int:
@@ -115,7 +128,11 @@ class JobContext:
         """All ranks' flags (one all-reduce of ``world_size`` int32 on the control group)."""
         flags = torch.zeros(self.env.world_size, dtype=torch.int32)
         flags[self.env.rank] = flag
-        dist.all_reduce(flags, group=self.env.control_group)
+        try:
+            dist.all_reduce(flags, group=self.env.control_group)
+        except Exception:  # timeout or a dead peer: no further agreement is possible
+            self.terminal = self.broken = True
+            raise
         return flags.tolist()
 
     def step(self, clip: int, step: int, total: int, clips: int = 1) -> None:
@@ -179,7 +196,7 @@ def execute(state: Any, spec: PoolSpec, job: Job, ctx: JobContext,
         if on_failure is not None:
             on_failure(tb, err)
         if ctx.terminal:  # raised after the agreed end (e.g. while cleaning up a cancel)
-            return Outcome("failed", traceback=tb, error=err)
+            return Outcome("failed", traceback=tb, error=err, fatal=ctx.broken)
         try:
             ctx.finish(failed=True)
         except Exception as agree_error:  # the control group is unusable: restart the pool
@@ -188,7 +205,10 @@ def execute(state: Any, spec: PoolSpec, job: Job, ctx: JobContext,
         return Outcome("failed", traceback=tb, error=err)
     if ctx.terminal:  # the handler swallowed Cancelled / a peer abort and returned
         return Outcome(ctx.outcome or "aborted")
-    flags = ctx.finish(failed=False)
+    try:
+        flags = ctx.finish(failed=False)
+    except Exception as e:
+        return Outcome("failed", traceback=traceback.format_exc(), error=_describe(e), fatal=True)
     if _ERROR in flags:
         return Outcome("aborted", failed_ranks=tuple(r for r, f in enumerate(flags) if f == _ERROR))
     return Outcome("ok", result=result)
@@ -292,13 +312,18 @@ def _run_pool_job(env: WorkerEnv, spec: PoolSpec, state: Any, job: Job, conn: Co
     channel = _Channel(conn, job.job_id)
     ctx = JobContext(env, job.job_id, conn.send, channel.poll_cancel)
 
+    reported = []
+
     def report(tb: str, err: str) -> None:  # the terminal message of a failed rank
         conn.send(Failed(env.rank, tb, job.job_id, err))
+        reported.append(True)
 
     outcome = execute(state, spec, job, ctx, report)
     if outcome.fatal:  # the control group failed: this rank cannot agree on anything any more
         log.critical("control-group agreement failed (%s); exiting so the pool restarts",
                      outcome.error)
+        if not reported:
+            conn.send(Failed(env.rank, outcome.traceback, job.job_id, outcome.error, fatal=True))
         os._exit(EXIT_BROKEN)
     if outcome.status == "failed":
         return channel.shutdown
@@ -318,35 +343,41 @@ def worker_main(rank: int, spec: PoolSpec, port: int, conn: Connection, death: C
                         format=f"[rank {rank} pid {os.getpid()}] %(levelname)s %(name)s: %(message)s")
     _watch_parent(death)
     try:
-        conn.send(Status(rank, f"rendezvous at {spec.host}:{port} "
-                               f"({backend_for(spec.device_type)}, {spec.world_size} ranks)"))
-        env = init_pool_rank(rank, spec, port)
-        conn.send(Status(rank, f"state factory {spec.factory}"))
-        state = resolve(spec.factory)(env, spec.config)
-        conn.send(Ready(rank, os.getpid(), str(env.device)))
-    except Exception as e:
-        log.exception("startup failed")
-        conn.send(Failed(rank, traceback.format_exc(), None, _describe(e), fatal=True))
-        return
-    log.info("ready on %s", env.device)
-    try:
-        while True:
-            try:
-                msg = conn.recv()
-            except EOFError:
-                log.error("control channel closed by the parent; exiting")
-                return
-            if isinstance(msg, Shutdown):
-                return
-            if isinstance(msg, Job):
-                if _run_pool_job(env, spec, state, msg, conn):
-                    return
-            elif not isinstance(msg, Cancel):  # a Cancel for a finished job is stale: ignore
-                log.warning("ignoring unexpected message %r", msg)
-    finally:
+        try:
+            conn.send(Status(rank, f"rendezvous at {spec.host}:{port} "
+                                   f"({backend_for(spec.device_type)}, {spec.world_size} ranks)"))
+            env = init_pool_rank(rank, spec, port)
+            conn.send(Status(rank, f"state factory {spec.factory}"))
+            state = resolve(spec.factory)(env, spec.config)
+            conn.send(Ready(rank, os.getpid(), str(env.device)))
+        except Exception as e:
+            log.exception("startup failed")
+            conn.send(Failed(rank, traceback.format_exc(), None, _describe(e), fatal=True))
+            return
+        log.info("ready on %s", env.device)
+        _serve(env, spec, state, conn)
         del state
-        dist.destroy_process_group()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
         log.info("shut down")
+
+
+def _serve(env: WorkerEnv, spec: PoolSpec, state: Any, conn: Connection) -> None:
+    """The worker loop: one job at a time until Shutdown; an exception never ends it."""
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            log.error("control channel closed by the parent; exiting")
+            return
+        if isinstance(msg, Shutdown):
+            return
+        if isinstance(msg, Job):
+            if _run_pool_job(env, spec, state, msg, conn):
+                return
+        elif not isinstance(msg, Cancel):  # a Cancel for a finished job is stale: ignore
+            log.warning("ignoring unexpected message %r", msg)
 
 
 # --- torchrun ------------------------------------------------------------------------------

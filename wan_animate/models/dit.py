@@ -159,8 +159,8 @@ class AnimateDiT(nn.Module):
                           time_projection_e0=e0, x_patch_embedded_plus_pose=video,
                           motion_vec_padded=motion_vec)
         h = sp.shard(tokens)                                          # -> [B, Ll, C]
-        start, stop = sp.local_range(length)
-        rope = rope_tables(grid, cfg.head_dim, start, stop, device=h.device)
+        start = sp.local_range(length)[0]           # global index of this rank's first token
+        rope = rope_tables(grid, cfg.head_dim, start, start + h.shape[1], device=h.device)
         for i, block in enumerate(self.blocks):
             h = block(h, e0, context_emb, rope, sp.attention, length)
             if record is not None:

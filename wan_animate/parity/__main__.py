@@ -21,9 +21,13 @@ def fixture_kind(folder: Path) -> str:
     raise FileNotFoundError(f"{folder}: neither config.json nor cases.json; not a fixture folder")
 
 
-def run_folder(folder: Path) -> list[Comparison]:
+def run_folder(folder: Path, world_size: int = 1) -> list[Comparison]:
     """Run the parity check of one fixture folder; exceptions become failed comparisons."""
     try:
+        if world_size > 1:
+            from wan_animate.parity import distributed
+
+            return distributed.run(folder, world_size)
         kind = fixture_kind(folder)
         runner = importlib.import_module(f"wan_animate.parity.{kind}")
         return runner.run(folder)
@@ -35,13 +39,16 @@ def run_folder(folder: Path) -> list[Comparison]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m wan_animate.parity", description=__doc__)
     ap.add_argument("folders", nargs="+", type=Path, help="fixture folders")
+    ap.add_argument("--world-size", type=int, default=1,
+                    help="run the DiT fixtures through a CPU worker pool of this many ranks "
+                         "(Ulysses + FSDP2)")
     args = ap.parse_args(argv)
     results: list[Comparison] = []
     for folder in args.folders:
         if not ((folder / "config.json").is_file() or (folder / "cases.json").is_file()):
             print(f"skipping {folder}: not a fixture folder (no config.json or cases.json)")
             continue
-        for c in run_folder(folder):
+        for c in run_folder(folder, args.world_size):
             print(c.line(), flush=True)
             results.append(c)
     failed = sum(not c.passed for c in results)

@@ -1,0 +1,73 @@
+"""The Animate model on a real 2-rank gloo pool: equals one process, cancels, reuses weights."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from wan_animate.checkpoints.tiny import write_tiny_checkpoint
+from wan_animate.cli.demo_media import write_preprocessed
+from wan_animate.distributed.animate import layout_for
+from wan_animate.distributed.pool import WorkerPool
+from wan_animate.engine import ModelSpec, load_model, unload_all
+from wan_animate.errors import Cancelled, InputError, ParallelConfigError
+from wan_animate.parity import distributed as parity_distributed
+from wan_animate.sampling.folder import read_preprocessed
+from wan_animate.sampling.options import SampleOptions
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("c") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def single(ckpt):
+    model = load_model(ModelSpec(str(ckpt), device="cpu", dtype="fp32", use_relighting_lora=True))
+    yield model
+    unload_all()
+
+
+def test_layout_for():
+    assert layout_for(8, 40) == (1, 8) and layout_for(2, 3) == (2, 1) and layout_for(3, 3) == (1, 3)
+    with pytest.raises(InputError):
+        layout_for(4, 3)
+
+
+def test_pool_of_two_equals_one_process_with_padding(ckpt, single, tmp_path):
+    # 48x48 -> 3x3 tokens per latent frame x 3 frames = 27 tokens: Ulysses pads to 28
+    inputs = read_preprocessed(write_preprocessed(tmp_path / "s", 9, 48, 48, replace=True), True)
+    opts = SampleOptions(mode="replace", frame_num=5, steps=2, seed=5)
+    ref = single.decode(single.sample(inputs, opts))
+    pooled = load_model(ModelSpec(str(ckpt), gpus=2, device="cpu", dtype="fp32",
+                                  use_relighting_lora=True))
+    events = []
+    latent = pooled.sample(inputs, opts, on_step=events.append)
+    out = pooled.decode(latent)
+    assert out.shape == ref.shape == (3, 9, 48, 48)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    assert [(e.clip, e.step) for e in events] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    pool = WorkerPool.get(pooled._pool().spec)
+    starts = pool.starts
+    # cancel mid-job, then the same pool (weights loaded once) runs the next job
+    seen = []
+    with pytest.raises(Cancelled):
+        pooled.sample(inputs, SampleOptions(mode="replace", frame_num=5, steps=4, seed=5),
+                      on_step=seen.append, cancelled=lambda: len(seen) >= 1)
+    assert len(seen) <= 2
+    again = pooled.decode(pooled.sample(inputs, opts))
+    torch.testing.assert_close(again, out, atol=0, rtol=0)
+    assert pool.starts == starts and pool.alive
+    pooled.close()
+    assert not pool.alive
+
+
+def test_gpu_count_must_divide_heads(ckpt):
+    with pytest.raises(ParallelConfigError, match=r"divides 2: \[1, 2\]"):
+        load_model(ModelSpec(str(ckpt), gpus=3, device="cpu"))
+
+
+def test_parity_world_size_three(official_fixtures):
+    results = parity_distributed.run(official_fixtures / "dit_animate", 3)
+    assert results and all(r.passed for r in results), [r.line() for r in results]
