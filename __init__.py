@@ -1,9 +1,26 @@
 """ComfyUI entry point of ComfyUI-WanAnimate-MultiGPU.
 
-ComfyUI imports this package from ``custom_nodes/``; the node classes live in ``nodes/`` and
-import ComfyUI only inside functions, so the pack also imports in a plain Python process.
-"""
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+ComfyUI imports this folder from ``custom_nodes/`` as a package whose parent is not on
+``sys.path``; the engine ``wan_animate`` (absolute imports) lives beside this file, so the
+folder is appended to ``sys.path`` first (appended: ComfyUI's own modules keep precedence).
 
+With ComfyUI's V3 API present the nodes register through ``comfy_entrypoint``; ComfyUI only
+looks for it when ``NODE_CLASS_MAPPINGS`` is None, so the V1 mappings are exported only as the
+fallback for a ComfyUI without ``comfy_api`` (and for plain Python, where the nodes run on the
+small stand-in ``nodes/io_shim.py``).
+"""
+import os
+import sys
+
+_PACK_DIR = os.path.dirname(os.path.abspath(__file__))
+if _PACK_DIR not in sys.path:
+    sys.path.append(_PACK_DIR)
+
+from .nodes import NODE_CLASS_MAPPINGS as _V1_NODES  # noqa: E402
+from .nodes import NODE_DISPLAY_NAME_MAPPINGS as _V1_NAMES  # noqa: E402
+from .nodes import USING_COMFY_API, comfy_entrypoint  # noqa: E402
+
+NODE_CLASS_MAPPINGS = None if USING_COMFY_API else _V1_NODES
+NODE_DISPLAY_NAME_MAPPINGS = None if USING_COMFY_API else _V1_NAMES
 WEB_DIRECTORY = None
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "comfy_entrypoint"]

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import torch
 
+from wan_animate.models.attention import LocalAttention, NoSequenceParallel
 from wan_animate.errors import CheckpointError, InputError, ParallelConfigError, WanAnimateError
 from wan_animate.sampling.generate import AnimateLatent
 from wan_animate.sampling.options import AnimateInputs, SampleOptions, StepEvent
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-ATTENTION = ("auto", "sdpa", "cudnn", "flash", "math")
+ATTENTION = ("auto", "sdpa", "cudnn", "flash", "efficient", "math")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class ModelSpec:
     loras: tuple[tuple[str, float], ...] = ()
     fsdp: bool = True
     use_pool: bool = False
+    compile: str = "auto"
+    """torch.compile the DiT blocks: "auto" (on for a single CUDA GPU in this process), "on", "off"."""
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -57,6 +60,8 @@ class ModelSpec:
                                   f"`wan-animate setup download --local_dir {folder}`")
         if self.dtype not in ("auto", *DTYPES):
             raise InputError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {self.dtype!r}")
+        if self.compile not in ("auto", "on", "off"):
+            raise InputError(f"compile must be auto, on or off; got {self.compile!r}")
         if self.attention not in ATTENTION:
             raise InputError(f"attention must be one of {', '.join(ATTENTION)}; got {self.attention!r}")
         if self.gpus < 1:
@@ -85,14 +90,24 @@ class WanAnimateModel:
         from wan_animate.checkpoints.official import Precision, load_bundle
 
         if self._bundle is None:
+            _LOADED[self.spec] = self     # a handle ComfyUI cached may reload: track it again
             dev = self.spec.resolved_device()
             p = Precision.for_device(dev)
             if self.spec.dtype != "auto":
                 d = DTYPES[self.spec.dtype]
                 p = Precision(dit=d, t5=d, clip=p.clip, vae=p.vae, batch=p.batch)
-            self._bundle = load_bundle(self.spec.ckpt_dir, dev, p,
-                                       use_relighting_lora=self.spec.use_relighting_lora)
+            bundle = load_bundle(self.spec.ckpt_dir, dev, p,
+                                 use_relighting_lora=self.spec.use_relighting_lora)
+            bundle.dit.set_parallel(NoSequenceParallel(LocalAttention(backend=self._sdpa())))
+            if self.spec.compile == "on" or (self.spec.compile == "auto" and dev.type == "cuda"):
+                from wan_animate.models.optimize import compile_blocks
+
+                compile_blocks(bundle.dit)
+            self._bundle = bundle
         return self._bundle
+
+    def _sdpa(self) -> str:
+        return "auto" if self.spec.attention == "sdpa" else self.spec.attention
 
     @property
     def pooled(self) -> bool:
@@ -103,8 +118,9 @@ class WanAnimateModel:
         from wan_animate.distributed.pool import WorkerPool
         from wan_animate.distributed.protocol import PoolSpec
 
+        _LOADED[self.spec] = self
         mod = "wan_animate.distributed.animate"
-        cfg = PoolModelConfig(self.spec.ckpt_dir, self.spec.dtype, self.spec.attention,
+        cfg = PoolModelConfig(self.spec.ckpt_dir, self.spec.dtype, self._sdpa(),
                               self.spec.use_relighting_lora, self.spec.fsdp)
         return WorkerPool.get(PoolSpec(
             factory=f"{mod}:load_state", config=cfg, world_size=self.spec.gpus,

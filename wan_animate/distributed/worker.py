@@ -43,6 +43,8 @@ handlers in the current process on every rank of a ``torchrun`` launch (multi-no
 """
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import logging
 import os
@@ -222,6 +224,9 @@ def to_cpu(obj: Any) -> Any:
         return {k: to_cpu(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
         return type(obj)(to_cpu(v) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: to_cpu(getattr(obj, f.name))
+                                           for f in dataclasses.fields(obj) if f.init})
     return obj
 
 

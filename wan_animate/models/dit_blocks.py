@@ -44,8 +44,8 @@ class SelfAttention(nn.Module):
         q = self.norm_q(linear(self.q, x)).unflatten(-1, (n, d))   # [B, L, C] -> [B, L, N, D]
         k = self.norm_k(linear(self.k, x)).unflatten(-1, (n, d))
         v = linear(self.v, x).unflatten(-1, (n, d))
-        q = apply_rope(q, *rope).to(v.dtype)
-        k = apply_rope(k, *rope).to(v.dtype)
+        q = apply_rope(q, *rope, out_dtype=v.dtype)
+        k = apply_rope(k, *rope, out_dtype=v.dtype)
         out = attention(q, k, v, k_len)                              # [B, L, N, D]
         return linear(self.o, out.flatten(2))
 

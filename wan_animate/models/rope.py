@@ -51,10 +51,13 @@ def rope_tables(grid: tuple[int, int, int], head_dim: int, start: int, stop: int
     return cos.float().to(device), sin.float().to(device)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, L, N, D] by (cos, sin) [L, D/2]; returns float32 [B, L, N, D]."""
-    xf = x.float().unflatten(-1, (-1, 2))          # [B, L, N, D] -> [B, L, N, D/2, 2]
-    x0, x1 = xf[..., 0], xf[..., 1]
-    c, s = cos[None, :, None, :], sin[None, :, None, :]
-    out = torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], dim=-1)
-    return out.flatten(-2)                          # -> [B, L, N, D]
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+               out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Rotate x [B, L, N, D] by (cos, sin) [L, D/2] in float32; returns ``out_dtype`` (default fp32).
+
+    One complex multiply per pair (x0 + i x1)(cos + i sin), read once, written once.
+    """
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))   # [B, L, N, D/2] complex64
+    rot = torch.complex(cos, sin)[None, :, None, :]                # [1, L, 1, D/2]
+    out = torch.view_as_real(xc * rot).flatten(-2)                 # -> [B, L, N, D]
+    return out if out_dtype is None else out.to(out_dtype)

@@ -1,0 +1,83 @@
+"""Load Wan Animate Model: folder resolution (ComfyUI model folders / absolute path) and checks."""
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from wan_animate.engine import WanAnimateModel
+from wan_animate.errors import CheckpointError
+
+from nodes_testkit import run_node
+
+
+@pytest.fixture(scope="module")
+def loader(nodes):  # noqa: ANN001, ANN201
+    return sys.modules[f"{nodes.__name__}.loader"]
+
+
+@pytest.fixture
+def comfy_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_ckpt: Path) -> Path:
+    """A fake ``folder_paths`` whose models dir holds wan_animate/<tiny> and diffusion_models/<tiny>."""
+    models = tmp_path / "models"
+    for sub in ("wan_animate/Tiny-Animate", "diffusion_models/Other-Animate"):
+        (models / sub).parent.mkdir(parents=True, exist_ok=True)
+        (models / sub).symlink_to(tiny_ckpt)
+    (models / "wan_animate" / "not-a-checkpoint").mkdir()
+    registered: dict[str, list[str]] = {"diffusion_models": [str(models / "diffusion_models")]}
+    fp = types.ModuleType("folder_paths")
+    fp.models_dir = str(models)
+    fp.add_model_folder_path = lambda name, path, is_default=False: registered.setdefault(name, [path])
+    fp.get_folder_paths = lambda name: list(registered[name])
+    monkeypatch.setitem(sys.modules, "folder_paths", fp)
+    monkeypatch.delenv("WAN_ANIMATE_CKPT_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    return models
+
+
+def test_names_from_comfyui_model_folders(loader, nodes, comfy_models: Path) -> None:
+    choices = loader.checkpoint_choices()
+    assert choices == {"Tiny-Animate": comfy_models / "wan_animate" / "Tiny-Animate",
+                       "diffusion_models/Other-Animate": comfy_models / "diffusion_models" / "Other-Animate"}
+    combo = nodes.WanAnimateModelLoader.define_schema().inputs[0]
+    assert combo.options == ["Tiny-Animate", "diffusion_models/Other-Animate", loader.USE_PATH]
+    assert combo.default == "Tiny-Animate"
+    assert loader.resolve_checkpoint("Tiny-Animate", "") == choices["Tiny-Animate"]
+    with pytest.raises(CheckpointError, match="'Nope' not found .*found: Tiny-Animate"):
+        loader.resolve_checkpoint("Nope", "")
+
+
+def test_absolute_path_wins(loader, tiny_ckpt: Path) -> None:
+    assert loader.resolve_checkpoint("anything", f"  {tiny_ckpt}  ") == tiny_ckpt
+    with pytest.raises(CheckpointError, match="absolute"):
+        loader.resolve_checkpoint(loader.USE_PATH, "relative/folder")
+    with pytest.raises(CheckpointError, match="not a folder"):
+        loader.resolve_checkpoint(loader.USE_PATH, str(tiny_ckpt / "missing"))
+    with pytest.raises(CheckpointError, match="ckpt_path is empty"):
+        loader.resolve_checkpoint(loader.USE_PATH, "")
+
+
+def test_validate_gpus_against_the_checkpoint_heads(nodes, tiny_ckpt: Path, monkeypatch) -> None:
+    v = nodes.WanAnimateModelLoader.validate_inputs
+    ok = {"checkpoint": "(use ckpt_path)", "ckpt_path": str(tiny_ckpt)}
+    assert v(**ok, gpus=2) is True                                 # the tiny DiT has 2 heads
+    assert "cannot split the DiT's 2 attention heads" in v(**ok, gpus=4)
+    assert "gpus = 9 is outside 1..8" in v(**ok, gpus=9)
+    assert "not a folder" in v(checkpoint="(use ckpt_path)", ckpt_path=str(tiny_ckpt / "x"), gpus=1)
+    assert v(checkpoint=None, ckpt_path=str(tiny_ckpt), gpus=1) is True   # linked: checked at run
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert "2 GPUs asked for but only 1 visible" in v(**ok, gpus=2)
+
+
+def test_execute_returns_a_reused_handle(nodes, tiny_ckpt: Path) -> None:
+    args = {"checkpoint": "(use ckpt_path)", "ckpt_path": str(tiny_ckpt), "dtype": "fp32",
+            "attention": "sdpa", "gpus": 1, "fsdp": False, "relighting_lora": True}
+    (model,) = run_node(nodes.WanAnimateModelLoader, **args)
+    assert isinstance(model, WanAnimateModel)
+    assert (model.spec.ckpt_dir, model.spec.dtype, model.spec.attention, model.spec.fsdp,
+            model.spec.use_relighting_lora) == (str(tiny_ckpt), "fp32", "sdpa", False, True)
+    assert run_node(nodes.WanAnimateModelLoader, **args)[0] is model
