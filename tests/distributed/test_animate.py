@@ -30,9 +30,20 @@ def single(ckpt):
 
 
 def test_layout_for():
-    assert layout_for(8, 40) == (1, 8) and layout_for(2, 3) == (2, 1) and layout_for(3, 3) == (1, 3)
+    assert layout_for(8, 40) == (2, 4) and layout_for(5, 40) == (1, 5)
+    assert layout_for(2, 3) == (2, 1) and layout_for(3, 3) == (1, 3) and layout_for(1, 40) == (1, 1)
     with pytest.raises(InputError):
         layout_for(4, 3)
+
+
+def test_cfg_parallel_equals_one_process(ckpt, single, tmp_path):
+    inputs = read_preprocessed(write_preprocessed(tmp_path / "g", 5, 48, 48), False)
+    opts = SampleOptions(frame_num=5, steps=2, seed=9, guide_scale=2.5)
+    ref = single.decode(single.sample(inputs, opts))
+    pooled = load_model(ModelSpec(str(ckpt), gpus=2, device="cpu", dtype="fp32",
+                                  use_relighting_lora=True))
+    out = pooled.decode(pooled.sample(inputs, opts))
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
 
 
 def test_pool_of_two_equals_one_process_with_padding(ckpt, single, tmp_path):

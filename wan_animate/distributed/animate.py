@@ -7,12 +7,12 @@ clip's conditioning once (VAE encodes, CLIP, text, motion tokens), broadcasts it
 denoises its slice of the tokens, and rank 0 decodes. So no rank repeats another's VAE/CLIP/T5
 or motion-encoder work, and ranks > 0 need no memory for those networks.
 
-When the heads cannot be split over the whole pool (e.g. 3 heads on 2 ranks), the pool runs
-Ulysses over the largest divisor and repeats the computation on the remaining replica axis.
+An even pool is a (2 halves x sp) mesh: with guidance (CFG) each half runs one of the two
+passes with Ulysses over its half (CFG parallel); without guidance Ulysses spans the whole pool
+when it splits the heads, else both halves compute the same pass (e.g. 3 heads on 2 ranks).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,13 +46,32 @@ class PoolModelConfig:
 
 
 def layout_for(world: int, heads: int) -> tuple[int, int]:
-    """(replicas, sp): Ulysses over the largest divisor of ``heads`` that divides ``world``."""
-    sp = math.gcd(world, heads)
-    replicas = world // sp
-    if replicas not in (1, 2):
-        raise InputError(f"a pool of {world} cannot split {heads} heads; use a pool size that "
-                         f"divides {heads}")
-    return replicas, sp
+    """(halves, sp) of the pool mesh.
+
+    An even pool whose half splits the heads gets two halves (CFG parallel: conditional and
+    unconditional pass side by side) with Ulysses over each half; otherwise one group with
+    Ulysses over the whole pool (which must then split the heads).
+    """
+    if world % 2 == 0 and heads % (world // 2) == 0:
+        return 2, world // 2
+    if heads % world == 0:
+        return 1, world
+    raise InputError(f"a pool of {world} cannot split {heads} heads; use a pool size that "
+                     f"divides {heads}")
+
+
+@dataclass
+class MeshCfg:
+    """:class:`~wan_animate.sampling.denoise.CfgParallel` over the pool mesh's CFG axis."""
+
+    mesh: Any
+
+    @property
+    def rank(self) -> int:
+        return self.mesh.cfg_rank
+
+    def exchange(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mesh.cfg_pair(v)
 
 
 def build_sharded_dit(env: WorkerEnv, folder: Path, dtype: torch.dtype, attention: str,
@@ -62,12 +81,19 @@ def build_sharded_dit(env: WorkerEnv, folder: Path, dtype: torch.dtype, attentio
     cfg = cfg or DiTConfig.from_json(folder / layout.DIT_CONFIG)
     with torch.device("meta"):
         model = AnimateDiT(cfg).to(dtype)
-    replicas, sp = layout_for(env.world_size, cfg.num_heads)
-    mesh = build_mesh(env.device.type, cfg=replicas, sp=sp)
-    pcfg = ParallelConfig(world_size=env.world_size, sp_size=sp, cfg_parallel=replicas == 2,
+    halves, sp = layout_for(env.world_size, cfg.num_heads)
+    mesh = build_mesh(env.device.type, cfg=halves, sp=sp)
+    pcfg = ParallelConfig(world_size=env.world_size, sp_size=sp, cfg_parallel=halves == 2,
                           fsdp=fsdp)
-    parallelize_dit(model, mesh, pcfg, attention=LocalAttention(backend=attention),
-                    shard_root=False)
+    inner = LocalAttention(backend=attention)
+    parallelize_dit(model, mesh, pcfg, attention=inner, shard_root=False)
+    # layouts per job: halves (CFG parallel) or, when the whole pool splits the heads, all ranks
+    model.pool_layouts = {"halves": model.parallel, "mesh": mesh, "halves_size": halves}
+    if halves == 2 and cfg.num_heads % env.world_size == 0 and env.world_size > 1:
+        from wan_animate.distributed.ulysses import UlyssesSequenceParallel
+        from wan_animate.distributed.mesh import Axis
+
+        model.pool_layouts["world"] = UlyssesSequenceParallel(mesh[Axis.FSDP], inner)
     model.to_empty(device=env.device)
     source = source or SafetensorsSource.from_index(folder, layout.DIT_INDEX)
     load_local_shards(model, source, str(folder), ignore_missing=layout.is_rebuildable_dit_key)
@@ -139,6 +165,16 @@ def _to(obj: Any, device: torch.device) -> Any:
     return obj
 
 
+def _select_layout(dit: AnimateDiT, guide: float) -> MeshCfg | None:
+    """Set the job's token layout; returns the CFG-parallel exchange when it is used."""
+    layouts = dit.pool_layouts
+    if guide > 1 and layouts["halves_size"] == 2:
+        dit.set_parallel(layouts["halves"])
+        return MeshCfg(layouts["mesh"])
+    dit.set_parallel(layouts.get("world", layouts["halves"]))
+    return None
+
+
 def _denoise_everywhere(state: WorkerState, ctx: JobContext, clips: int, msg: dict) -> torch.Tensor:
     from wan_animate.sampling.denoise import denoise_clip
     from wan_animate.sampling.solvers import make_solver
@@ -146,8 +182,10 @@ def _denoise_everywhere(state: WorkerState, ctx: JobContext, clips: int, msg: di
     dev = state.env.device
     solver = make_solver(msg["solver"], msg["steps"], msg["shift"])
     video, cond = _to(msg["video"], dev), _to(msg["clip"], dev)
+    cfg_par = _select_layout(state.dit, msg["guide"])
     return denoise_clip(state.dit, solver, msg["noise"].to(dev), video, cond, msg["guide"],
-                        on_step=lambda s, n: ctx.step(msg["index"] + 1, s, n, clips))
+                        on_step=lambda s, n: ctx.step(msg["index"] + 1, s, n, clips),
+                        cfg_parallel=cfg_par)
 
 
 def generate_handler(state: WorkerState, payload: tuple, ctx: JobContext) -> Any:

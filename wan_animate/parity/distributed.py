@@ -47,6 +47,7 @@ def forward_handler(model, folder: str, ctx):  # noqa: ANN001, ANN201
     io = read_safetensors(Path(folder) / "io.safetensors")
     inputs = {k: v.to(ctx.device) if isinstance(v, torch.Tensor) else [u.to(ctx.device) for u in v]
               for k, v in dit_inputs(io).items()}
+    model.set_parallel(model.pool_layouts.get("world", model.pool_layouts["halves"]))
     return {tk: model(t=io[tk].to(ctx.device), **inputs)[0].cpu() for tk in timestep_keys(io)}
 
 
