@@ -7,6 +7,7 @@ GPUs and runs the denoising there; otherwise the networks live in this process.
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -84,6 +85,7 @@ class WanAnimateModel:
 
     spec: ModelSpec
     _bundle: object = field(default=None, repr=False)
+    _inline: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _models(self):  # noqa: ANN202 - ModelBundle, imported lazily
@@ -122,10 +124,19 @@ class WanAnimateModel:
         mod = "wan_animate.distributed.animate"
         cfg = PoolModelConfig(self.spec.ckpt_dir, self.spec.dtype, self._sdpa(),
                               self.spec.use_relighting_lora, self.spec.fsdp)
-        return WorkerPool.get(PoolSpec(
+        spec = PoolSpec(
             factory=f"{mod}:load_state", config=cfg, world_size=self.spec.gpus,
             handlers={"generate": f"{mod}:generate_handler", "decode": f"{mod}:decode_handler"},
-            device_type=self.spec.resolved_device().type))
+            device_type=self.spec.resolved_device().type)
+        if launched_by_torchrun():
+            # this process is one rank of a torchrun launch (one or several nodes): run the
+            # same worker code in place of a spawned pool
+            from wan_animate.distributed.worker import InlineExecutor
+
+            if self._inline is None:
+                self._inline = InlineExecutor(spec)
+            return self._inline
+        return WorkerPool.get(spec)
 
     def sample(self, inputs: AnimateInputs, options: SampleOptions,
                on_step: Callable[[StepEvent], None] | None = None,
@@ -162,7 +173,10 @@ class WanAnimateModel:
         """Free the networks (and the pool's GPU memory)."""
         with self._lock:
             self._bundle = None
-            if self.pooled:
+            if self._inline is not None:
+                self._inline.close()
+                self._inline = None
+            elif self.pooled:
                 from wan_animate.distributed.pool import WorkerPool
 
                 WorkerPool.release()
@@ -190,6 +204,11 @@ def oom_advice(spec: ModelSpec, inputs: AnimateInputs | None,
             f"(gpus=2/4/8 shard the DiT and split the tokens), a smaller frame_num (e.g. 49), "
             f"a smaller preprocessing --resolution_area (e.g. 832 480), and closing other "
             f"GPU programs. ({e})") from e
+
+
+def launched_by_torchrun() -> bool:
+    """True inside a ``torchrun`` launch of more than one rank (RANK/WORLD_SIZE set)."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 _LOADED: dict[ModelSpec, WanAnimateModel] = {}

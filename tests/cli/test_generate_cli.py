@@ -66,3 +66,23 @@ def test_generate_on_a_pool_of_two(ckpt, tmp_path):
     assert outs[0].shape == outs[1].shape == (7, 32, 48, 3)
     # bf16 weights on both paths; the pooled result may differ by rounding only
     assert abs(outs[0].astype(int) - outs[1].astype(int)).mean() < 2.0
+
+
+def test_generate_under_torchrun(ckpt, tmp_path):
+    """The same worker code as the pool, launched by torchrun (as across nodes), 2 CPU ranks."""
+    import socket
+
+    src = write_preprocessed(tmp_path / "src", 7, 32, 48)
+    out = tmp_path / "trun.mp4"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_addr", "127.0.0.1", "--master_port", str(port),
+                        "-m", "wan_animate.cli", "generate", "--ckpt_dir", str(ckpt),
+                        "--src_root_path", str(src), "--frame_num", "5", "--sample_steps", "2",
+                        "--base_seed", "3", "--save_file", str(out), "--device", "cpu"],
+                       capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert read_video(out)[0].shape == (7, 32, 48, 3)

@@ -40,7 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="match each later clip's colours to the first (reduces drift; not official)")
     p.add_argument("--device", default=None, help="cuda / cuda:N / cpu (default: cuda if available)")
     p.add_argument("--gpus", type=int, default=1,
-                   help="GPUs of the worker pool (must divide 40 heads); --ulysses_size is an alias")
+                   help="GPUs of the worker pool (must divide 40 heads); --ulysses_size is an alias. "
+                        "Under torchrun (e.g. --nnodes 2 --nproc_per_node 8) the launch's ranks are "
+                        "the pool and this flag is ignored")
     p.add_argument("--ulysses_size", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--dit_fsdp", action="store_true", help="accepted for compatibility (FSDP2 is on with >1 GPU)")
     p.add_argument("--t5_fsdp", action="store_true", help="accepted for compatibility")
@@ -49,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import random
 
     import torch
@@ -58,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from wan_animate.sampling.folder import read_preprocessed, save_output
     from wan_animate.sampling.options import DEFAULT_NEGATIVE_PROMPT, SampleOptions
 
-    seed = args.base_seed if args.base_seed >= 0 else random.randint(0, 2**63 - 1)
+    # under torchrun every rank must use the same seed: a random one comes from the launch
+    seed = args.base_seed if args.base_seed >= 0 else (
+        int(os.environ.get("TORCHELASTIC_RUN_ID", "0"), 36) % 2**31 if "TORCHELASTIC_RUN_ID" in os.environ
+        else random.randint(0, 2**63 - 1))
     opts = SampleOptions(mode="replace" if args.replace_flag else "animate", prompt=args.prompt,
                          negative_prompt=args.negative_prompt or DEFAULT_NEGATIVE_PROMPT,
                          frame_num=args.frame_num, refert_num=args.refert_num,
@@ -67,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
                          color_match=args.color_match)
     opts.validate()
     inputs = read_preprocessed(args.src_root_path, args.replace_flag)
-    gpus = args.ulysses_size or args.gpus
+    from wan_animate.engine import launched_by_torchrun
+
+    torchrun = launched_by_torchrun()
+    gpus = int(os.environ["WORLD_SIZE"]) if torchrun else (args.ulysses_size or args.gpus)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"{inputs.num_frames} frames {inputs.size[1]}x{inputs.size[0]} at {inputs.fps:g} fps, "
           f"mode {opts.mode}, seed {seed}, device {device}, gpus {gpus}")
@@ -76,10 +85,13 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(ModelSpec(str(args.ckpt_dir), gpus=gpus, device=str(device),
                                  use_relighting_lora=args.use_relighting_lora))
     try:
-        video = model.decode(model.sample(inputs, opts, on_step=bars))
+        latent = model.sample(inputs, opts, on_step=bars)
+        video = model.decode(latent)
     finally:
         bars.close()
         model.close()
+    if video is None:          # a rank > 0 of a torchrun launch: rank 0 writes the file
+        return 0
     out = args.save_file or Path(
         f"animate-14B_{'replace' if args.replace_flag else 'animate'}_{gpus}_"
         f"{args.prompt[:50].replace(' ', '_').replace('/', '_')}_{datetime.now():%Y%m%d_%H%M%S}.mp4")
