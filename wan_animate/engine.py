@@ -65,6 +65,9 @@ class ModelSpec:
             raise InputError(f"compile must be auto, on or off; got {self.compile!r}")
         if self.attention not in ATTENTION:
             raise InputError(f"attention must be one of {', '.join(ATTENTION)}; got {self.attention!r}")
+        for path, _ in self.loras:
+            if not Path(path).exists():
+                raise CheckpointError(f"LoRA file not found: {path}")
         if self.gpus < 1:
             raise ParallelConfigError(f"gpus must be >= 1, got {self.gpus}")
         from wan_animate.models.config import DiTConfig
@@ -99,7 +102,8 @@ class WanAnimateModel:
                 d = DTYPES[self.spec.dtype]
                 p = Precision(dit=d, t5=d, clip=p.clip, vae=p.vae, batch=p.batch)
             bundle = load_bundle(self.spec.ckpt_dir, dev, p,
-                                 use_relighting_lora=self.spec.use_relighting_lora)
+                                 use_relighting_lora=self.spec.use_relighting_lora,
+                                 loras=self.spec.loras)
             bundle.dit.set_parallel(NoSequenceParallel(LocalAttention(backend=self._sdpa())))
             if self.spec.compile == "on" or (self.spec.compile == "auto" and dev.type == "cuda"):
                 from wan_animate.models.optimize import compile_blocks
@@ -123,7 +127,7 @@ class WanAnimateModel:
         _LOADED[self.spec] = self
         mod = "wan_animate.distributed.animate"
         cfg = PoolModelConfig(self.spec.ckpt_dir, self.spec.dtype, self._sdpa(),
-                              self.spec.use_relighting_lora, self.spec.fsdp)
+                              self.spec.use_relighting_lora, self.spec.fsdp, self.spec.loras)
         spec = PoolSpec(
             factory=f"{mod}:load_state", config=cfg, world_size=self.spec.gpus,
             handlers={"generate": f"{mod}:generate_handler", "decode": f"{mod}:decode_handler"},

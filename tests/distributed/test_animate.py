@@ -82,3 +82,28 @@ def test_gpu_count_must_divide_heads(ckpt):
 def test_parity_world_size_three(official_fixtures):
     results = parity_distributed.run(official_fixtures / "dit_animate", 3)
     assert results and all(r.passed for r in results), [r.line() for r in results]
+
+
+def test_user_lora_same_on_pool_and_in_process(ckpt, tmp_path):
+    """A kohya-format LoRA merged in-process equals the same LoRA merged into the pool's shards."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    lora = {}
+    for i in range(2):
+        for lin, (din, dout) in {"self_attn_q": (32, 32), "ffn_0": (32, 64)}.items():
+            name = f"lora_unet_blocks_{i}_{lin}"
+            lora[f"{name}.lora_down.weight"] = torch.randn(4, din, generator=g) * 0.3
+            lora[f"{name}.lora_up.weight"] = torch.randn(dout, 4, generator=g) * 0.3
+            lora[f"{name}.alpha"] = torch.tensor(4.0)
+    save_file(lora, str(tmp_path / "style.safetensors"))
+    inputs = read_preprocessed(write_preprocessed(tmp_path / "l", 5, 32, 48), False)
+    opts = SampleOptions(frame_num=5, steps=2, seed=4)
+    spec = dict(device="cpu", dtype="fp32", loras=((str(tmp_path / "style.safetensors"), 0.8),))
+    one = load_model(ModelSpec(str(ckpt), **spec))
+    ref = one.decode(one.sample(inputs, opts))
+    base = load_model(ModelSpec(str(ckpt), device="cpu", dtype="fp32"))
+    assert not torch.allclose(base.decode(base.sample(inputs, opts)), ref, atol=1e-3)
+    two = load_model(ModelSpec(str(ckpt), gpus=2, **spec))
+    torch.testing.assert_close(two.decode(two.sample(inputs, opts)), ref, atol=1e-4, rtol=1e-4)
+    unload_all()

@@ -129,9 +129,26 @@ def load_relighting_lora(model: AnimateDiT, folder: str | Path, merge: bool = Tr
     return apply_lora(model, pairs, str(path), merge=merge)
 
 
+@torch.no_grad()
+def apply_loras(model: AnimateDiT, loras: tuple[tuple[str, float], ...]) -> list[str]:
+    """Merge user LoRAs (ComfyUI / kohya / diffusers / PEFT files, each with a strength) into the
+    DiT weights in place; returns one line per LoRA (format, modules touched)."""
+    from wan_animate.checkpoints.lora_formats import merge_loras, read_lora
+
+    if not loras:
+        return []
+    state = model.state_dict()
+    files = [(read_lora(path, state.keys()), float(strength)) for path, strength in loras]
+    merged = merge_loras(state, files)
+    for key, value in merged.items():
+        if value is not state[key]:
+            state[key].copy_(value)
+    return [f"{lf.source}: {lf.format}, {len(lf.modules)} modules x {s:g}" for lf, s in files]
+
+
 def load_bundle(folder: str | Path, device: torch.device | str = "cpu",
                 precision: Precision | None = None, use_relighting_lora: bool = False,
-                with_dit: bool = True) -> ModelBundle:
+                with_dit: bool = True, loras: tuple[tuple[str, float], ...] = ()) -> ModelBundle:
     """Every network of an official-layout folder, ready for :func:`generate`.
 
     ``with_dit=False`` leaves the DiT on meta (the worker pool loads its own shards).
@@ -144,6 +161,7 @@ def load_bundle(folder: str | Path, device: torch.device | str = "cpu",
         dit = load_dit(folder, device, p.dit)
         if use_relighting_lora:
             load_relighting_lora(dit, folder)
+        apply_loras(dit, loras)
     else:
         with torch.device("meta"):
             dit = AnimateDiT(DiTConfig.from_json(folder / layout.DIT_CONFIG))

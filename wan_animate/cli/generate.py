@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="preprocessed folder (src_pose.mp4, src_face.mp4, src_ref.png [, src_bg.mp4, src_mask.mp4])")
     p.add_argument("--replace_flag", action="store_true", help="replace mode (needs src_bg/src_mask)")
     p.add_argument("--use_relighting_lora", action="store_true", help="apply relighting_lora.ckpt (replace mode)")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:STRENGTH]",
+                   help="extra DiT LoRA (ComfyUI/kohya/diffusers/PEFT formats), merged before "
+                        "sharding; repeat for several")
     p.add_argument("--refert_num", type=int, default=1, choices=(1, 5),
                    help="temporal guidance frames between clips (official README: 1)")
     p.add_argument("--frame_num", type=int, default=77, help="frames per clip, 4n+1")
@@ -82,8 +85,10 @@ def run(args: argparse.Namespace) -> int:
           f"mode {opts.mode}, seed {seed}, device {device}, gpus {gpus}")
     t0 = time.time()
     bars = StepBars()
+    loras = tuple((p.rsplit(":", 1)[0], float(p.rsplit(":", 1)[1])) if ":" in Path(p).name else (p, 1.0)
+                  for p in args.lora)
     model = load_model(ModelSpec(str(args.ckpt_dir), gpus=gpus, device=str(device),
-                                 use_relighting_lora=args.use_relighting_lora))
+                                 use_relighting_lora=args.use_relighting_lora, loras=loras))
     try:
         latent = model.sample(inputs, opts, on_step=bars)
         video = model.decode(latent)

@@ -43,6 +43,7 @@ class PoolModelConfig:
     attention: str = "auto"
     use_relighting_lora: bool = False
     fsdp: bool = True
+    loras: tuple[tuple[str, float], ...] = ()
 
 
 def layout_for(world: int, heads: int) -> tuple[int, int]:
@@ -119,6 +120,29 @@ def merge_lora_local(model: AnimateDiT, pairs: list[LoraPair]) -> int:
     return len(pairs)
 
 
+@torch.no_grad()
+def merge_user_loras_local(model: AnimateDiT, loras: tuple[tuple[str, float], ...]) -> None:
+    """Merge LoRA files into this rank's rows of the (FSDP-sharded) DiT weights."""
+    from torch.distributed.tensor import DTensor
+
+    from wan_animate.checkpoints.lora_formats import read_lora
+
+    params = dict(model.named_parameters())
+    for path, strength in loras:
+        lf = read_lora(path, params.keys())
+        deltas = {m + ".weight": lf.delta(m, tuple(params[m + ".weight"].shape)) for m in lf.modules}
+        deltas.update({k: d.float().reshape(params[k].shape) for k, d in lf.diffs.items()})
+        for key, delta in deltas.items():
+            w = params[key]
+            if isinstance(w, DTensor):
+                local = w.to_local()
+                start, stop = local_rows(w)
+                delta = delta[start:stop]
+            else:
+                local = w
+            local.copy_((local.float() + float(strength) * delta.to(local.device)).to(local.dtype))
+
+
 @dataclass
 class WorkerState:
     """Per-rank state: the sharded DiT; rank 0 also holds VAE, CLIP, umT5 and the tokenizer."""
@@ -141,6 +165,7 @@ def load_state(env: WorkerEnv, config: PoolModelConfig) -> WorkerState:
         path = folder / layout.RELIGHT_LORA_FILE
         state = read_pth(path, wrapper_keys=(layout.RELIGHT_LORA_WRAPPER_KEY,))
         merge_lora_local(dit, normalize_lora_state(state, str(path)))
+    merge_user_loras_local(dit, config.loras)
     bundle = None
     if env.rank == 0:
         bundle = load_bundle(folder, env.device, Precision(dtype, p.t5, p.clip, p.vae, p.batch),
