@@ -51,34 +51,15 @@ def read_safetensors(path: str | Path, keys: Iterable[str] | None = None,
                               f"re-download it (wan-animate setup verify / --force-redownload).") from e
 
 
-def read_sharded_safetensors(folder: str | Path, index_name: str,
-                             keep: Callable[[str], bool] | None = None,
-                             device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Read a sharded safetensors checkpoint through its ``*.index.json``.
-
-    ``keep(key)`` selects keys, so a rank can read only its own shard of the weights.
-    """
-    folder = Path(folder)
-    index_path = folder / index_name
+def read_weight_map(folder: str | Path, index_name: str) -> dict[str, str]:
+    """key -> shard file name, from a sharded checkpoint's ``*.index.json``."""
+    index_path = Path(folder) / index_name
     if not index_path.is_file():
         raise CheckpointError(f"missing checkpoint index: {index_path}")
     try:
-        weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
-    except (KeyError, json.JSONDecodeError) as e:
+        return dict(json.loads(index_path.read_text())["weight_map"])
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{index_path}: not a safetensors index ({e})") from e
-    by_file: dict[str, list[str]] = {}
-    for key, fname in weight_map.items():
-        if keep is None or keep(key):
-            by_file.setdefault(fname, []).append(key)
-    out: dict[str, torch.Tensor] = {}
-    for fname, keys in sorted(by_file.items()):
-        shard = folder / fname
-        if not shard.is_file():
-            raise CheckpointError(
-                f"missing checkpoint shard {shard} (listed in {index_path.name} for "
-                f"{len(keys)} keys, e.g. {_first(keys)}); re-download the checkpoint")
-        out.update(read_safetensors(shard, keys, device))
-    return out
 
 
 class LazyTensors(Mapping[str, torch.Tensor]):
@@ -126,14 +107,7 @@ class LazyTensors(Mapping[str, torch.Tensor]):
                    device: str | torch.device = "cpu") -> LazyTensors:
         """Lazy view of a sharded checkpoint through its ``*.index.json``."""
         folder = Path(folder)
-        index_path = folder / index_name
-        if not index_path.is_file():
-            raise CheckpointError(f"missing checkpoint index: {index_path}")
-        try:
-            weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
-        except (KeyError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{index_path}: not a safetensors index ({e})") from e
-        return cls({k: folder / v for k, v in weight_map.items()}, device)
+        return cls({k: folder / v for k, v in read_weight_map(folder, index_name).items()}, device)
 
     @classmethod
     def from_file(cls, path: str | Path, device: str | torch.device = "cpu") -> LazyTensors:

@@ -12,7 +12,6 @@ fp8 de-scaling of other layouts wrap a source (same three methods).
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,13 +65,9 @@ class SafetensorsSource:
     @classmethod
     def from_index(cls, folder: str | Path, index_name: str) -> SafetensorsSource:
         """The files listed in a sharded checkpoint's ``*.index.json``."""
-        index = Path(folder) / index_name
-        if not index.is_file():
-            raise CheckpointError(f"missing checkpoint index: {index}")
-        try:
-            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (KeyError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{index}: not a safetensors index ({e})") from e
+        from wan_animate.checkpoints.load import read_weight_map
+
+        names = sorted(set(read_weight_map(folder, index_name).values()))
         return cls(Path(folder) / n for n in names)
 
     def keys(self) -> Iterable[str]:
