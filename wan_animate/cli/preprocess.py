@@ -18,14 +18,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output folder (written atomically: replaced only when the run succeeds)")
     p.add_argument("--ckpt_path", default=None,
                    help="official process_checkpoint folder (det/yolov10m.onnx, pose2d/vitpose_h_wholebody.onnx, "
-                        "sam2/sam2_hiera_large.pt); without it MediaPipe runs offline on CPU")
+                        "sam2/sam2_hiera_large.pt, FLUX.1-Kontext-dev/ for --use_flux, mediapipe/*.task for "
+                        "mediapipe >= 0.10.30); without it MediaPipe (<= 0.10.21) runs offline on CPU")
     p.add_argument("--resolution_area", type=int, nargs=2, default=[1280, 720], metavar=("W", "H"),
                    help="target area W*H (aspect kept, sides multiples of 16)")
     p.add_argument("--fps", type=float, default=30, help="output frame rate; -1 keeps the source rate")
     p.add_argument("--replace_flag", action="store_true", help="replace mode (mask + background)")
     p.add_argument("--retarget_flag", action="store_true",
                    help="retarget the driving skeleton to the reference proportions (animate mode)")
-    p.add_argument("--use_flux", action="store_true", help="FLUX Kontext pose editing before retargeting")
+    p.add_argument("--use_flux", action="store_true",
+                   help="with --retarget_flag: edit the reference and a driving frame into a canonical pose "
+                        "with FLUX.1 Kontext before measuring the bone ratios (needs `pip install diffusers "
+                        "transformers` and --ckpt_path with FLUX.1-Kontext-dev/: `wan-animate setup download "
+                        "--with flux`); also writes refer_edit.png and tpl_edit.png")
     p.add_argument("--iterations", type=int, default=3, help="mask dilation iterations (0 = none)")
     p.add_argument("--k", type=int, default=7, help="mask dilation kernel size")
     p.add_argument("--w_len", type=int, default=1, help="mask block grid columns (1 = bounding box)")
@@ -36,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="replace-mode mask (auto: SAM2 when its checkpoint exists, else MediaPipe)")
     p.add_argument("--smooth", type=int, default=0, metavar="RADIUS",
                    help="temporal keypoint smoothing radius in frames (0 = official, none)")
-    p.add_argument("--device", default="cpu", help="device for ONNX / SAM2 (cpu, cuda)")
+    p.add_argument("--device", default="cpu", help="device for ONNX / SAM2 / FLUX (cpu, cuda)")
     p.add_argument("--lossless", action="store_true", help="write lossless RGB H.264 instead of yuv420p")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

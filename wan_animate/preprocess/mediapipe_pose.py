@@ -2,16 +2,19 @@
 
 Maps Holistic's 33 pose + 468 face-mesh + 2x21 hand landmarks onto the 133-point
 COCO-WholeBody layout the official pipeline uses (ViTPose's layout), and returns the
-Holistic person segmentation for replace mode.
+Holistic person segmentation for replace mode. :func:`make_mediapipe_backend` falls back
+to the Tasks API backend (``mediapipe_tasks.py``, downloaded ``.task`` models) when this
+mediapipe has no bundled Holistic (>= 0.10.30).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from wan_animate.errors import CheckpointError, Cancelled
-from wan_animate.preprocess.detection import Detections, Progress
+from wan_animate.preprocess.detection import Detections, KeypointBackend, Progress
 
 # COCO-WholeBody body 0..16 <- MediaPipe pose landmarks.
 POSE_TO_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
@@ -129,3 +132,20 @@ class MediaPipeBackend:
                 if on_progress is not None:
                     on_progress(t + 1, t_len)
         return Detections(kps, person, face, seg)
+
+
+def make_mediapipe_backend(ckpt_path: str | Path | None = None) -> KeypointBackend:
+    """The legacy Holistic backend when this mediapipe bundles it (preferred), else the
+    Tasks backend with the ``.task`` models in ``ckpt_path/mediapipe/`` (CheckpointError
+    naming the missing files / package otherwise)."""
+    try:
+        _import_mediapipe()
+    except CheckpointError as legacy:
+        from wan_animate.preprocess.mediapipe_tasks import (MediaPipeTasksBackend, find_task_models,
+                                                            import_tasks)
+        try:
+            import_tasks()
+        except CheckpointError:
+            raise legacy from None       # no mediapipe at all: the install hint
+        return MediaPipeTasksBackend(find_task_models(ckpt_path))
+    return MediaPipeBackend()

@@ -70,7 +70,8 @@ class PreprocessOptions:
 class PreprocessResult:
     """pose [T, H, W, 3], face [T, 512, 512, 3], reference [h, w, 3] (as given), bg / mask
     [T, H, W, 3] (replace mode; mask = 0/255 on 3 channels), all uint8 RGB; fps; counts of
-    frames whose detections were filled from neighbours; seconds per frame."""
+    frames whose detections were filled from neighbours; seconds per frame. ``--use_flux``
+    adds the FLUX-edited reference [h', w', 3] (resized size) and driving frame [H, W, 3]."""
 
     pose: np.ndarray
     face: np.ndarray
@@ -86,6 +87,8 @@ class PreprocessResult:
     segmenter: str = ""
     seconds_per_frame: float = 0.0
     metas: list[PoseMeta] = field(default_factory=list)
+    reference_edit: np.ndarray | None = None
+    template_edit: np.ndarray | None = None
 
 
 def _check_image(name: str, arr: np.ndarray, ndim: int) -> np.ndarray:
@@ -108,8 +111,8 @@ def make_backend(opts: PreprocessOptions) -> KeypointBackend:
             raise CheckpointError("the vitpose backend needs --ckpt_path (process_checkpoint folder)")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if opts.device.startswith("cuda") else None
         return VitPoseBackend(ckpt, providers)
-    from wan_animate.preprocess.mediapipe_pose import MediaPipeBackend
-    return MediaPipeBackend()
+    from wan_animate.preprocess.mediapipe_pose import make_mediapipe_backend
+    return make_mediapipe_backend(opts.ckpt_path)
 
 
 def _detect(backend: KeypointBackend, frames: np.ndarray, video: bool, segment: bool,
@@ -165,6 +168,10 @@ def preprocess(frames: np.ndarray, fps: float, reference: np.ndarray, options: P
     """
     frames = _check_image("driving video", frames, 4)
     reference = _check_image("reference image", reference, 3)
+    flux_dir = None
+    if options.retarget and options.use_flux:    # diffusers + FLUX folder, before any heavy work
+        from wan_animate.preprocess.flux_edit import flux_folder
+        flux_dir = flux_folder(options.ckpt_path)
     t0 = time.perf_counter()
     frames, eff_fps = _resample(frames, fps, options.fps)
     area = options.resolution_area[0] * options.resolution_area[1]
@@ -180,19 +187,26 @@ def preprocess(frames: np.ndarray, fps: float, reference: np.ndarray, options: P
     metas = _metas(det, h, w, options.smooth_radius)
     faces = _face_crops(frames, metas)
     rh, rw = ref_img.shape[:2]
+    edits = None
     if options.retarget:
-        if options.use_flux:
-            raise CheckpointError("--use_flux needs FLUX.1-Kontext-dev through diffusers, which this "
-                                  "build does not run; retarget without --use_flux")
         ref_meta = metas_from_wholebody(ref_det.keypoints, rw, rh, fallback_first=True)[0]
-        poses = np.stack([draw_pose(p) for p in retarget_sequence(metas[0], ref_meta, metas)])
+        if flux_dir is not None:
+            from wan_animate.preprocess.flux_edit import flux_retarget
+            edits = flux_retarget(flux_dir, backend, frames, ref_img, metas, ref_meta, options.device,
+                                  on_progress=on_progress, cancelled=cancelled)
+            retargeted = edits.poses
+        else:
+            retargeted = retarget_sequence(metas[0], ref_meta, metas)
+        poses = np.stack([draw_pose(p) for p in retargeted])
     else:
         poses = np.stack([padding_resize(draw_pose(m.to_pixels()), rh, rw) for m in metas])
     return PreprocessResult(
         pose=poses, face=faces, reference=reference, fps=eff_fps,
         frames_without_person=no_person, frames_without_face=no_face,
         detector_misses=det.misses, backend=backend.name,
-        seconds_per_frame=(time.perf_counter() - t0) / len(frames), metas=metas)
+        seconds_per_frame=(time.perf_counter() - t0) / len(frames), metas=metas,
+        reference_edit=None if edits is None else edits.reference_edit,
+        template_edit=None if edits is None else edits.template_edit)
 
 
 def _replace(frames: np.ndarray, fps: float, reference: np.ndarray, area: int,
@@ -235,7 +249,7 @@ def _replace(frames: np.ndarray, fps: float, reference: np.ndarray, area: int,
 
 def save_preprocessed(result: PreprocessResult, folder: str | Path, lossless: bool = False) -> Path:
     """Write ``src_pose.mp4``, ``src_face.mp4``, ``src_ref.png`` (+ ``src_bg.mp4``,
-    ``src_mask.mp4``) into ``folder`` atomically: a temporary sibling folder is filled and
+    ``src_mask.mp4``; + ``refer_edit.png``, ``tpl_edit.png`` with FLUX) into ``folder`` atomically: a temporary sibling folder is filled and
     renamed, so a failed run leaves no partial set (an existing folder is replaced only on
     success)."""
     from wan_animate.preprocess.video_io import write_image, write_video
@@ -252,6 +266,9 @@ def save_preprocessed(result: PreprocessResult, folder: str | Path, lossless: bo
         if result.background is not None and result.mask is not None:
             write_video(tmp / "src_bg.mp4", result.background, result.fps, lossless=lossless)
             write_video(tmp / "src_mask.mp4", result.mask, result.fps, lossless=lossless)
+        if result.reference_edit is not None and result.template_edit is not None:
+            write_image(tmp / "refer_edit.png", result.reference_edit)
+            write_image(tmp / "tpl_edit.png", result.template_edit)
         old = None
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")

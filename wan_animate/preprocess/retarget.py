@@ -176,19 +176,21 @@ def _retarget_frame(meta: PoseMeta, ratios: list[float], trace: RetargetTrace, f
 
 
 def retarget_sequence(first: PoseMeta, ref: PoseMeta, frames: list[PoseMeta],
-                      trace: RetargetTrace | None = None) -> list[PixelPose]:
+                      trace: RetargetTrace | None = None,
+                      bone_ratios: list[float] | None = None) -> list[PixelPose]:
     """Retarget the driving ``frames`` (their first frame ``first``) onto ``ref``.
 
     Returns one :class:`PixelPose` per frame on a canvas of the reference size (hand points
     are whole pixels; NaN where the official code puts None). ``trace`` receives the
-    sequence parameters.
+    sequence parameters. ``bone_ratios`` replaces the ratios measured between ``first`` and
+    ``ref`` (the ``--use_flux`` path measures them on FLUX-edited skeletons).
     """
     # Ported from Wan2.2 .../preprocess/retarget_pose.py::retarget_pose / get_retarget_pose
     trace = trace if trace is not None else RetargetTrace()
     scale_min = _scale(first, ref)
     dst_h, dst_w = int(ref.height * scale_min), int(ref.width * scale_min)
     flag = min(body_flag(ref.body), body_flag(first.body), key=FLAG_RANK.__getitem__)
-    ratios = _bone_ratios(first, ref, dst_h, dst_w)
+    ratios = list(bone_ratios) if bone_ratios is not None else _bone_ratios(first, ref, dst_h, dst_w)
     src_px = [[float(x) * first.width, float(y) * first.height] for x, y, _ in first.body]
     lengths, angles = _rescale_limbs(src_px, ratios)
     rescaled = _walk_limbs(src_px, lengths, angles)
