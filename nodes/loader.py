@@ -9,6 +9,12 @@ The checkpoint is the official Wan2.2-Animate-14B folder. Two ways to name it:
   cache);
 - ``ckpt_path``: an absolute folder path; when not empty it wins over ``checkpoint``.
 
+Or the ComfyUI single files (optional inputs, listed from ComfyUI's model folders): the DiT
+(``diffusion_models``), umT5 (``text_encoders``), CLIP vision (``clip_vision``), VAE (``vae``)
+and the relighting LoRA (``loras``); "(official folder)" means "from the checkpoint folder".
+The four networks come all from single files or all from the folder. The umT5 tokenizer is
+``tokenizer_path``, else the checkpoint folder's, else searched (``comfy_bundle.find_tokenizer``).
+
 The model loads lazily: this node validates and returns a handle; the sampler loads weights
 (once, reused while the settings are unchanged).
 """
@@ -28,6 +34,15 @@ MODEL_FOLDER = "wan_animate"
 USE_PATH = "(use ckpt_path)"
 """The ``checkpoint`` choice that means "the folder typed in ckpt_path"."""
 MAX_GPUS = 8
+OFFICIAL = "(official folder)"
+"""The single-file choice that means "take this network from the checkpoint folder"."""
+SINGLE_FILES = {"dit_file": ("diffusion_models", "Wan2.2-Animate DiT, e.g. wan2.2_animate_14B_bf16 "
+                             "(bf16, fp16, fp8 or fp8-scaled)"),
+                "t5_file": ("text_encoders", "umT5-XXL text encoder, e.g. umt5_xxl_fp8_e4m3fn_scaled"),
+                "clip_file": ("clip_vision", "CLIP vision encoder: clip_vision_h"),
+                "vae_file": ("vae", "Wan 2.1 VAE: wan_2.1_vae"),
+                "relight_file": ("loras", "relighting LoRA used when relighting_lora is on: "
+                                 "wan2.2_animate_14B_relight_lora_bf16")}
 
 
 def _is_official_folder(folder: Path) -> bool:
@@ -97,6 +112,65 @@ def checkpoint_inputs() -> list:
     ]
 
 
+def single_file_names(kind: str) -> list[str]:
+    """File names ComfyUI lists in its ``kind`` model folder (none outside ComfyUI)."""
+    try:
+        import folder_paths
+    except ModuleNotFoundError as e:
+        if e.name != "folder_paths":
+            raise
+        return []
+    return list(folder_paths.get_filename_list(kind))
+
+
+def single_file_path(kind: str, name: str | None) -> str | None:
+    """The full path of a listed file, or None for "(official folder)"."""
+    if name in (None, OFFICIAL, ""):
+        return None
+    import folder_paths
+
+    path = folder_paths.get_full_path(kind, name)
+    if path is None:
+        raise CheckpointError(f"{name!r} not found in ComfyUI/models/{kind}/")
+    return path
+
+
+def single_file_inputs() -> list:
+    return [io.Combo.Input(k, options=[OFFICIAL, *single_file_names(kind)], default=OFFICIAL,
+                           optional=True, tooltip=f"{what}, from ComfyUI/models/{kind}/. "
+                                                  f"{OFFICIAL}: from the checkpoint folder.")
+            for k, (kind, what) in SINGLE_FILES.items()] + [
+        io.String.Input("tokenizer_path", default="", optional=True,
+                        tooltip="Folder of the google/umt5-xxl tokenizer (tokenizer.json), needed with "
+                                "a single-file umT5. Empty: the checkpoint folder's, else searched; "
+                                "`wan-animate setup download --with core --file "
+                                "google/umt5-xxl/tokenizer.json` fetches it.")]
+
+
+def build_spec(checkpoint: str, ckpt_path: str, files: dict[str, str | None], tokenizer_path: str = "",
+               **kw) -> ModelSpec:
+    """The model spec of the widgets: the checkpoint folder or the four single files."""
+    paths = {k: single_file_path(SINGLE_FILES[k][0], files.get(k)) for k in SINGLE_FILES}
+    nets = [paths[k] for k in ("dit_file", "t5_file", "clip_file", "vae_file")]
+    if not any(nets):
+        if paths["relight_file"]:
+            raise CheckpointError("relight_file is a single file: use it with the four single files "
+                                  "(the checkpoint folder has its own relighting_lora.ckpt)")
+        return ModelSpec(str(resolve_checkpoint(checkpoint, ckpt_path)), **kw)
+    if not all(nets):
+        unset = [k for k, p in zip(("dit_file", "t5_file", "clip_file", "vae_file"), nets) if not p]
+        raise CheckpointError(f"set all four single files (DiT, umT5, CLIP vision, VAE) or none; "
+                              f"{', '.join(unset)} still say {OFFICIAL}")
+    tok = tokenizer_path.strip() or None
+    if tok is None:
+        try:
+            folder = resolve_checkpoint(checkpoint, ckpt_path) / layout.T5_TOKENIZER_DIR
+            tok = str(folder) if folder.is_dir() else None
+        except CheckpointError:
+            tok = None                       # searched for by the loader
+    return ModelSpec("", comfy_files=tuple(nets), tokenizer_dir=tok, relight_file=paths["relight_file"], **kw)
+
+
 class WanAnimateModelLoader(io.ComfyNode):
     DISPLAY_NAME = "Load Wan Animate Model"
 
@@ -121,26 +195,33 @@ class WanAnimateModelLoader(io.ComfyNode):
                 io.Boolean.Input("relighting_lora", default=False,
                                  tooltip="Merge relighting_lora.ckpt into the DiT (the official setting "
                                          "for replace mode: matches the character to the scene's light)."),
+                *single_file_inputs(),
             ],
             outputs=[ModelType.Output(display_name="model")],
         )
 
     @classmethod
     def validate_inputs(cls, checkpoint: str | None = None, ckpt_path: str | None = None,
-                        gpus: int | None = None) -> bool | str:
+                        gpus: int | None = None, dit_file: str | None = None, t5_file: str | None = None,
+                        clip_file: str | None = None, vae_file: str | None = None,
+                        tokenizer_path: str | None = None) -> bool | str:
         if checkpoint is None or ckpt_path is None or gpus is None:
             return True                     # linked values are checked when the node runs
+        files = {"dit_file": dit_file, "t5_file": t5_file, "clip_file": clip_file, "vae_file": vae_file}
         try:
             check_ranges(cls, gpus=gpus)
-            ModelSpec(str(resolve_checkpoint(checkpoint, ckpt_path)), gpus=gpus).validate()
+            build_spec(checkpoint, ckpt_path, files, tokenizer_path or "", gpus=gpus).validate()
         except WanAnimateError as e:
             return str(e)
         return True
 
     @classmethod
     def execute(cls, checkpoint: str, ckpt_path: str, dtype: str, attention: str, gpus: int,
-                fsdp: bool, relighting_lora: bool) -> io.NodeOutput:
-        spec = ModelSpec(ckpt_dir=str(resolve_checkpoint(checkpoint, ckpt_path)), gpus=gpus,
-                         dtype=dtype, attention=attention, fsdp=fsdp,
-                         use_relighting_lora=relighting_lora)
+                fsdp: bool, relighting_lora: bool, dit_file: str = OFFICIAL, t5_file: str = OFFICIAL,
+                clip_file: str = OFFICIAL, vae_file: str = OFFICIAL, relight_file: str = OFFICIAL,
+                tokenizer_path: str = "") -> io.NodeOutput:
+        files = {"dit_file": dit_file, "t5_file": t5_file, "clip_file": clip_file, "vae_file": vae_file,
+                 "relight_file": relight_file}
+        spec = build_spec(checkpoint, ckpt_path, files, tokenizer_path, gpus=gpus, dtype=dtype,
+                          attention=attention, fsdp=fsdp, use_relighting_lora=relighting_lora)
         return io.NodeOutput(load_model(spec))

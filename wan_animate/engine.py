@@ -34,6 +34,9 @@ class ModelSpec:
     "fp16", "fp32"; "auto" = bf16 on CUDA, fp32 on CPU). attention: SDPA backend choice.
     use_relighting_lora: merge relighting_lora.ckpt into the DiT. loras: extra DiT LoRAs
     (path, strength). fsdp: shard the DiT across the pool (FSDP2) instead of replicating it.
+    comfy_files: ComfyUI single files (dit, t5, clip, vae) used instead of ``ckpt_dir`` (which
+    may then be ""); tokenizer_dir: their umT5 tokenizer folder (searched for when None);
+    relight_file: the relighting LoRA file used with comfy_files.
     """
 
     ckpt_dir: str
@@ -47,6 +50,19 @@ class ModelSpec:
     use_pool: bool = False
     compile: str = "auto"
     """torch.compile the DiT blocks: "auto" (on for a single CUDA GPU in this process), "on", "off"."""
+    comfy_files: tuple[str, str, str, str] | None = None
+    tokenizer_dir: str | None = None
+    relight_file: str | None = None
+
+    def comfy(self):  # noqa: ANN201 - ComfyFiles | None, imported lazily
+        """The single files as :class:`~wan_animate.checkpoints.comfy_bundle.ComfyFiles` (or None)."""
+        if self.comfy_files is None:
+            return None
+        from wan_animate.checkpoints.comfy_bundle import ComfyFiles
+
+        if len(self.comfy_files) != 4:
+            raise InputError(f"comfy_files must be (dit, t5, clip, vae), got {self.comfy_files!r}")
+        return ComfyFiles(*self.comfy_files, tokenizer=self.tokenizer_dir)
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -56,7 +72,14 @@ class ModelSpec:
     def validate(self) -> None:
         """Cheap checks before anything loads: files, GPU count, names."""
         folder = Path(self.ckpt_dir)
-        if not folder.is_dir():
+        files = self.comfy()
+        if files is not None:
+            from wan_animate.checkpoints.comfy_bundle import find_tokenizer, lora_list
+
+            files.validate()
+            find_tokenizer(files.tokenizer, files.t5)
+            lora_list(self.use_relighting_lora, self.relight_file)
+        elif not folder.is_dir():
             raise CheckpointError(f"checkpoint folder not found: {folder}; download it with "
                                   f"`wan-animate setup download --local_dir {folder}`")
         if self.dtype not in ("auto", *DTYPES):
@@ -73,7 +96,13 @@ class ModelSpec:
         from wan_animate.models.config import DiTConfig
         from wan_animate.checkpoints import layout
 
-        DiTConfig.from_json(folder / layout.DIT_CONFIG).check_sp_size(self.gpus)
+        if files is not None:
+            from wan_animate.checkpoints.comfy_bundle import declared_dit_config
+
+            cfg = declared_dit_config(files.dit)   # the official 14B one unless the file says otherwise
+        else:
+            cfg = DiTConfig.from_json(folder / layout.DIT_CONFIG)
+        cfg.check_sp_size(self.gpus)
         dev = self.resolved_device()
         if dev.type == "cuda":
             have = torch.cuda.device_count()
@@ -101,9 +130,16 @@ class WanAnimateModel:
             if self.spec.dtype != "auto":
                 d = DTYPES[self.spec.dtype]
                 p = Precision(dit=d, t5=d, clip=p.clip, vae=p.vae, batch=p.batch)
-            bundle = load_bundle(self.spec.ckpt_dir, dev, p,
-                                 use_relighting_lora=self.spec.use_relighting_lora,
-                                 loras=self.spec.loras)
+            files = self.spec.comfy()
+            if files is not None:
+                from wan_animate.checkpoints.comfy_bundle import load_comfy_bundle
+
+                bundle = load_comfy_bundle(files, dev, p, self.spec.use_relighting_lora,
+                                           self.spec.relight_file, self.spec.loras)
+            else:
+                bundle = load_bundle(self.spec.ckpt_dir, dev, p,
+                                     use_relighting_lora=self.spec.use_relighting_lora,
+                                     loras=self.spec.loras)
             bundle.dit.set_parallel(NoSequenceParallel(LocalAttention(backend=self._sdpa())))
             if self.spec.compile == "on" or (self.spec.compile == "auto" and dev.type == "cuda"):
                 from wan_animate.models.optimize import compile_blocks
@@ -127,7 +163,8 @@ class WanAnimateModel:
         _LOADED[self.spec] = self
         mod = "wan_animate.distributed.animate"
         cfg = PoolModelConfig(self.spec.ckpt_dir, self.spec.dtype, self._sdpa(),
-                              self.spec.use_relighting_lora, self.spec.fsdp, self.spec.loras)
+                              self.spec.use_relighting_lora, self.spec.fsdp, self.spec.loras,
+                              self.spec.comfy_files, self.spec.tokenizer_dir, self.spec.relight_file)
         spec = PoolSpec(
             factory=f"{mod}:load_state", config=cfg, world_size=self.spec.gpus,
             handlers={"generate": f"{mod}:generate_handler", "decode": f"{mod}:decode_handler"},

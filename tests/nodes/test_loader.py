@@ -32,6 +32,10 @@ def comfy_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_ckpt: Pat
     fp.models_dir = str(models)
     fp.add_model_folder_path = lambda name, path, is_default=False: registered.setdefault(name, [path])
     fp.get_folder_paths = lambda name: list(registered[name])
+    fp.get_filename_list = lambda name: sorted(f.name for p in registered.get(name, [])
+                                               if Path(p).is_dir() for f in Path(p).iterdir() if f.is_file())
+    fp.get_full_path = lambda name, file: next((str(Path(p) / file) for p in registered.get(name, [])
+                                                if (Path(p) / file).is_file()), None)
     monkeypatch.setitem(sys.modules, "folder_paths", fp)
     monkeypatch.delenv("WAN_ANIMATE_CKPT_DIR", raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
@@ -81,3 +85,72 @@ def test_execute_returns_a_reused_handle(nodes, tiny_ckpt: Path) -> None:
     assert (model.spec.ckpt_dir, model.spec.dtype, model.spec.attention, model.spec.fsdp,
             model.spec.use_relighting_lora) == (str(tiny_ckpt), "fp32", "sdpa", False, True)
     assert run_node(nodes.WanAnimateModelLoader, **args)[0] is model
+
+
+@pytest.fixture
+def single_files(comfy_models: Path, tiny_ckpt: Path) -> dict[str, str]:
+    """The tiny networks exported as ComfyUI single files in the fake models folders."""
+    import sys as _sys
+
+    from safetensors.torch import save_file
+
+    from wan_animate.checkpoints import comfy_bundle as cb
+    from wan_animate.checkpoints import comfy_layout as cl
+    from wan_animate.checkpoints import layout
+    from wan_animate.checkpoints.load import LazyTensors, read_pth
+    from wan_animate.models.clip import visual_keys
+    from wan_animate.models.config import DiTConfig
+
+    fp = _sys.modules["folder_paths"]
+    import json
+
+    from wan_animate.checkpoints.comfy_bundle import CONFIG_METADATA_KEY
+
+    sizes = json.loads((tiny_ckpt / "wan_animate_sizes.json").read_text())
+    states = {"diffusion_models": ("dit", dict(LazyTensors.from_index(tiny_ckpt, layout.DIT_INDEX)),
+                                   cb.file_metadata(DiTConfig.from_json(tiny_ckpt / layout.DIT_CONFIG))),
+              "text_encoders": ("t5", read_pth(tiny_ckpt / layout.T5_FILE), None),
+              "clip_vision": ("clip", visual_keys(read_pth(tiny_ckpt / layout.CLIP_FILE)), None),
+              "vae": ("vae", read_pth(tiny_ckpt / layout.VAE_FILE), None)}
+    for kind, net in (("text_encoders", "t5"), ("clip_vision", "clip"), ("vae", "vae")):
+        states[kind] = (*states[kind][:2], {CONFIG_METADATA_KEY: json.dumps(sizes[net])})
+    names = {}
+    for kind, (net, state, meta) in states.items():
+        folder = comfy_models / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        fp.add_model_folder_path(kind, str(folder))
+        save_file(cl.export_comfy(state, net), str(folder / f"{net}.safetensors"), meta)
+        names[kind] = f"{net}.safetensors"
+    return names
+
+
+def test_single_file_widgets(loader, nodes, single_files, comfy_models: Path) -> None:
+    s = {i.id: i for i in nodes.WanAnimateModelLoader.define_schema().inputs}
+    assert s["dit_file"].options == [loader.OFFICIAL, "dit.safetensors"]
+    assert s["vae_file"].options == [loader.OFFICIAL, "vae.safetensors"] and s["vae_file"].optional
+    files = {"dit_file": "dit.safetensors", "t5_file": "t5.safetensors",
+             "clip_file": "clip.safetensors", "vae_file": "vae.safetensors"}
+    spec = loader.build_spec("Tiny-Animate", "", files, gpus=1)
+    assert spec.ckpt_dir == "" and spec.comfy_files[0].endswith("diffusion_models/dit.safetensors")
+    # the tokenizer comes from the chosen checkpoint folder when no tokenizer_path is given
+    assert spec.tokenizer_dir == str(comfy_models / "wan_animate" / "Tiny-Animate" / "google" / "umt5-xxl")
+    v = nodes.WanAnimateModelLoader.validate_inputs
+    assert v(checkpoint="Tiny-Animate", ckpt_path="", gpus=1, **files) is True
+    assert "set all four single files" in v(checkpoint="Tiny-Animate", ckpt_path="", gpus=1,
+                                            **{**files, "vae_file": loader.OFFICIAL})
+    assert "not found in ComfyUI/models/vae/" in v(checkpoint="Tiny-Animate", ckpt_path="", gpus=1,
+                                                   **{**files, "vae_file": "dit.safetensors"})
+    (comfy_models / "vae" / "umt5.safetensors").symlink_to(comfy_models / "text_encoders" / "t5.safetensors")
+    assert "expected a vae checkpoint" in v(checkpoint="Tiny-Animate", ckpt_path="", gpus=1,
+                                            **{**files, "vae_file": "umt5.safetensors"})
+    assert "cannot split the DiT's 2 attention heads" in v(checkpoint="Tiny-Animate", ckpt_path="",
+                                                           gpus=4, **files)
+    args = {"checkpoint": "Tiny-Animate", "ckpt_path": "", "dtype": "fp32", "attention": "sdpa",
+            "gpus": 1, "fsdp": False, "relighting_lora": False, **files}
+    (model,) = run_node(nodes.WanAnimateModelLoader, **args)
+    assert model.spec.comfy_files == spec.comfy_files
+    bundle = model._models()
+    assert bundle.dit.blocks[0].self_attn.q.weight.dtype == torch.float32
+    model.close()
+    with pytest.raises(CheckpointError, match="relighting LoRA asked for but no file"):
+        run_node(nodes.WanAnimateModelLoader, **{**args, "relighting_lora": True})

@@ -60,6 +60,11 @@ _NEEDS = {("dit", "native"): "patch_embedding.weight", ("t5", "native"): "token_
 _ROOT_AUX = ("spiece_model", fp8mod.MARKER_KEY)
 
 
+def file_dtypes(handle) -> dict[str, torch.dtype]:  # noqa: ANN001 - a safetensors safe_open handle
+    """key -> torch dtype of every tensor in an open safetensors file (uint8 for unknown)."""
+    return {k: _ST_DTYPES.get(handle.get_slice(k).get_dtype(), torch.uint8) for k in handle.keys()}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How one official tensor is built from file tensors. ``op``: copy | cat0 | transpose |
@@ -354,7 +359,7 @@ def read_single_file(path: str | Path, expect: str | None = None, dtype: torch.d
         return convert_state(read_pth(path, ("state_dict",)), str(path), expect, dtype, keep=keep)
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
-            dtypes = {k: _ST_DTYPES.get(f.get_slice(k).get_dtype(), torch.uint8) for k in f.keys()}
+            dtypes = file_dtypes(f)
             plan = plan_conversion(dtypes, str(path), expect, f.get_tensor, f.metadata() or {})
             state = apply_plan(plan, f.get_tensor, dtype, keep)
     except CheckpointError:

@@ -44,6 +44,10 @@ class PoolModelConfig:
     use_relighting_lora: bool = False
     fsdp: bool = True
     loras: tuple[tuple[str, float], ...] = ()
+    comfy_files: tuple[str, str, str, str] | None = None
+    """ComfyUI single files (dit, t5, clip, vae) instead of ``ckpt_dir``."""
+    tokenizer_dir: str | None = None
+    relight_file: str | None = None
 
 
 def layout_for(world: int, heads: int) -> tuple[int, int]:
@@ -160,6 +164,8 @@ def load_state(env: WorkerEnv, config: PoolModelConfig) -> WorkerState:
     folder = Path(config.ckpt_dir)
     p = Precision.for_device(env.device)
     dtype = p.dit if config.dtype == "auto" else DTYPES[config.dtype]
+    if config.comfy_files is not None:
+        return _load_comfy_state(env, config, p, dtype)
     dit = build_sharded_dit(env, folder, dtype, config.attention, config.fsdp)
     if config.use_relighting_lora:
         path = folder / layout.RELIGHT_LORA_FILE
@@ -170,6 +176,26 @@ def load_state(env: WorkerEnv, config: PoolModelConfig) -> WorkerState:
     if env.rank == 0:
         bundle = load_bundle(folder, env.device, Precision(dtype, p.t5, p.clip, p.vae, p.batch),
                              with_dit=False)
+        bundle.dit = dit
+    return WorkerState(env, bundle, dit)
+
+
+def _load_comfy_state(env: WorkerEnv, config: PoolModelConfig, p: Any, dtype: torch.dtype) -> WorkerState:
+    """:func:`load_state` from ComfyUI single files: each rank reads its rows of the DiT file
+    (official key names, fp8 rows dequantized); rank 0 loads VAE, CLIP and umT5 from theirs."""
+    from wan_animate.checkpoints.comfy_bundle import (ComfyFiles, SingleFileDiTSource, dit_config,
+                                                      load_comfy_bundle, lora_list)
+    from wan_animate.checkpoints.official import Precision
+
+    files = ComfyFiles(*config.comfy_files, tokenizer=config.tokenizer_dir)
+    source = SingleFileDiTSource(files.dit, dtype)
+    dit = build_sharded_dit(env, Path(files.dit), dtype, config.attention, config.fsdp,
+                            cfg=dit_config(files.dit), source=source)
+    merge_user_loras_local(dit, lora_list(config.use_relighting_lora, config.relight_file, config.loras))
+    bundle = None
+    if env.rank == 0:
+        bundle = load_comfy_bundle(files, env.device, Precision(dtype, p.t5, p.clip, p.vae, p.batch),
+                                   with_dit=False)
         bundle.dit = dit
     return WorkerState(env, bundle, dit)
 
