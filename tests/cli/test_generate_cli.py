@@ -87,3 +87,13 @@ def test_generate_under_torchrun(ckpt, tmp_path):
                        cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stderr[-3000:]
     assert read_video(out)[0].shape == (7, 32, 48, 3)
+
+
+def test_lora_flag_parsing():
+    from wan_animate.cli.generate import parse_lora
+    from wan_animate.errors import InputError
+
+    assert parse_lora("loras/x.safetensors") == ("loras/x.safetensors", 1.0)
+    assert parse_lora("loras/x.safetensors:0.5") == ("loras/x.safetensors", 0.5)
+    with pytest.raises(InputError, match="strength"):
+        parse_lora("x.safetensors:strong")

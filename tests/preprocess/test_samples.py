@@ -44,6 +44,7 @@ def test_body_and_face_found(mode: str, request: pytest.FixtureRequest) -> None:
     assert res.frames_without_person <= 0.05 * t, f"no body in {res.frames_without_person}/{t} frames"
     assert res.face.shape == (t, 512, 512, 3)
     found = _faces_found(res.face)
+    print(f"{mode}: body in {t - res.frames_without_person}/{t} frames, face in {found:.0%} of the crops")
     assert found >= 0.9, f"a face was found in only {found:.0%} of the crops"
     assert (res.pose.reshape(t, -1).max(axis=1) > 0).all()          # every frame has a skeleton
 
@@ -60,6 +61,7 @@ def test_replace_mask_covers_the_body(replace: PreprocessResult) -> None:
         pts = meta.body[(meta.body[:, 2] >= 0.5)][:, :2] * (w, h)
         pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)].astype(int)
         covered.append(bool(mask[pts[:, 1], pts[:, 0]].all()) and len(pts) > 0)
+    print(f"replace: mask covers the body keypoints in {np.mean(covered):.0%} of {t} frames")
     assert np.mean(covered) >= 0.95, f"mask covers the body keypoints in {np.mean(covered):.0%} of frames"
     inside = replace.mask[..., 0] > 127
     assert (replace.background[inside] == 0).all()

@@ -91,6 +91,17 @@ def _decode_conf(value: torch.Tensor | str | bytes | Mapping) -> dict:
     return {"format": conf} if isinstance(conf, str) else dict(conf)
 
 
+def _collect_scales(keys: set[str], scale_suffix: str, input_suffix: str,
+                    scales: dict[str, str], aux: set[str]) -> None:
+    """Record ``<layer>.weight`` -> its scale key, and mark scale / input-scale keys auxiliary."""
+    for k in keys:
+        if k.endswith(scale_suffix):
+            scales[k[:-len(scale_suffix)] + ".weight"] = k
+            aux.add(k)
+        elif k.endswith(input_suffix):
+            aux.add(k)
+
+
 def detect(dtypes: Mapping[str, torch.dtype], source: str,
            get: Callable[[str], torch.Tensor] | None = None,
            metadata: Mapping[str, str] | None = None) -> Fp8Layout:
@@ -111,12 +122,7 @@ def detect(dtypes: Mapping[str, torch.dtype], source: str,
     if MARKER_KEY in keys or any(k.endswith(_LEGACY_SCALE) for k in keys):
         kind = "scaled"
         aux |= {MARKER_KEY} & keys
-        for k in keys:
-            if k.endswith(_LEGACY_SCALE):
-                scales[k[:-len(_LEGACY_SCALE)] + ".weight"] = k
-                aux.add(k)
-            elif k.endswith(_LEGACY_INPUT):
-                aux.add(k)
+        _collect_scales(keys, _LEGACY_SCALE, _LEGACY_INPUT, scales, aux)
     confs = {k[:-len(_QUANT_CONF)]: k for k in keys if k.endswith(_QUANT_CONF)}
     meta_layers = {}
     if metadata and QUANT_METADATA_KEY in metadata:
@@ -130,12 +136,7 @@ def detect(dtypes: Mapping[str, torch.dtype], source: str,
                 raise CheckpointError(f"{source}: comfy_quant configs need the tensors to be read")
             formats[layer] = _decode_conf(get(ck)).get("format", "")
             aux.add(ck)
-        for k in keys:
-            if k.endswith(_QUANT_SCALE):
-                scales[k[:-len(_QUANT_SCALE)] + ".weight"] = k
-                aux.add(k)
-            elif k.endswith(_QUANT_INPUT):
-                aux.add(k)
+        _collect_scales(keys, _QUANT_SCALE, _QUANT_INPUT, scales, aux)
         bad = {layer: f for layer, f in formats.items() if f not in FP8_FORMATS}
         if bad:
             layer, f = sorted(bad.items())[0]

@@ -71,8 +71,7 @@ def _require(folder: Path) -> None:
 
 
 def load_dit(folder: str | Path, device: torch.device | str = "cpu",
-             dtype: torch.dtype = torch.bfloat16,
-             keep: Callable[[str], bool] | None = None) -> AnimateDiT:
+             dtype: torch.dtype = torch.bfloat16) -> AnimateDiT:
     """The DiT from ``config.json`` + the sharded safetensors (strict, official keys)."""
     folder = Path(folder)
     _require(folder)
@@ -82,7 +81,16 @@ def load_dit(folder: str | Path, device: torch.device | str = "cpu",
     state = LazyTensors.from_index(folder, layout.DIT_INDEX, device=device)
     # the LIA blur kernels are constants some converters drop: rebuild them when absent
     load_into(model, state, str(folder / layout.DIT_INDEX), device=device, dtype=dtype,
-              ignore_missing=lambda k: k.endswith(".kernel") and "motion_encoder" in k)
+              ignore_missing=layout.is_rebuildable_dit_key)
+    return model.eval()
+
+
+def _load_pth_network(model: torch.nn.Module, path: Path, device: torch.device | str,
+                      dtype: torch.dtype,
+                      select: Callable[[dict], dict] | None = None) -> torch.nn.Module:
+    """Strictly load a ``.pth`` state dict (optionally filtered by ``select``) into a meta-built model."""
+    state = read_pth(path)
+    load_into(model, select(state) if select else state, str(path), device=device, dtype=dtype)
     return model.eval()
 
 
@@ -92,9 +100,7 @@ def load_t5(folder: str | Path, device: torch.device | str = "cpu",
     cfg = T5Config(**_sizes(folder).get("t5", {}))
     with torch.device("meta"):
         model = T5Encoder(cfg)
-    path = folder / layout.T5_FILE
-    load_into(model, read_pth(path), str(path), device=device, dtype=dtype)
-    return model.eval()
+    return _load_pth_network(model, folder / layout.T5_FILE, device, dtype)
 
 
 def load_clip(folder: str | Path, device: torch.device | str = "cpu",
@@ -103,10 +109,8 @@ def load_clip(folder: str | Path, device: torch.device | str = "cpu",
     cfg = CLIPVisionConfig(**_sizes(folder).get("clip", {}))
     with torch.device("meta"):
         model = CLIPVisionEncoder(cfg)
-    path = folder / layout.CLIP_FILE
     # the file holds both towers; Animate uses only visual.* (the text tower is skipped)
-    load_into(model, visual_keys(read_pth(path)), str(path), device=device, dtype=dtype)
-    return model.eval()
+    return _load_pth_network(model, folder / layout.CLIP_FILE, device, dtype, select=visual_keys)
 
 
 def load_vae(folder: str | Path, device: torch.device | str = "cpu",
@@ -116,9 +120,7 @@ def load_vae(folder: str | Path, device: torch.device | str = "cpu",
     cfg = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in sizes.items()})
     with torch.device("meta"):
         model = WanVAE(cfg)
-    path = folder / layout.VAE_FILE
-    load_into(model, read_pth(path), str(path), device=device, dtype=dtype)
-    return model.eval()
+    return _load_pth_network(model, folder / layout.VAE_FILE, device, dtype)
 
 
 def load_relighting_lora(model: AnimateDiT, folder: str | Path, merge: bool = True) -> int:

@@ -14,6 +14,13 @@ NAME = "generate"
 HELP = "generate an animate/replace video from a preprocessed folder"
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from wan_animate.sampling.options import DEFAULT_PROMPT
 
@@ -37,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", default=DEFAULT_PROMPT)
     p.add_argument("--negative_prompt", default=None)
     p.add_argument("--save_file", type=Path, default=None, help="output .mp4 (default: a dated name)")
-    p.add_argument("--fps", type=float, default=None,
+    p.add_argument("--fps", type=_positive, default=None,
                    help="output fps (default: the pose video's fps; official code always wrote 30)")
     p.add_argument("--color_match", action="store_true",
                    help="match each later clip's colours to the first (reduces drift; not official)")
@@ -51,6 +58,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--t5_fsdp", action="store_true", help="accepted for compatibility")
     p.add_argument("--offload_model", default=None, help="accepted for compatibility")
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
+
+
+def parse_lora(spec: str) -> tuple[str, float]:
+    """``PATH[:STRENGTH]`` -> (path, strength); strength 1.0 when omitted."""
+    from wan_animate.errors import InputError
+
+    path, sep, strength = spec.rpartition(":")
+    if not sep or "/" in strength or "\\" in strength:
+        return spec, 1.0
+    try:
+        return path, float(strength)
+    except ValueError:
+        raise InputError(f"--lora {spec!r}: the strength after ':' must be a number, "
+                         f"e.g. --lora {path}:0.8") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
           f"mode {opts.mode}, seed {seed}, device {device}, gpus {gpus}")
     t0 = time.time()
     bars = StepBars()
-    loras = tuple((p.rsplit(":", 1)[0], float(p.rsplit(":", 1)[1])) if ":" in Path(p).name else (p, 1.0)
-                  for p in args.lora)
+    loras = tuple(parse_lora(spec) for spec in args.lora)
     model = load_model(ModelSpec(str(args.ckpt_dir), gpus=gpus, device=str(device),
                                  use_relighting_lora=args.use_relighting_lora, loras=loras))
     try:

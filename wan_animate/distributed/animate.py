@@ -13,6 +13,7 @@ when it splits the heads, else both halves compute the same pass (e.g. 3 heads o
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,30 +106,35 @@ def build_sharded_dit(env: WorkerEnv, folder: Path, dtype: torch.dtype, attentio
     return model.eval()
 
 
+def _add_to_local_rows(w: torch.Tensor, rows_delta: Callable[[int, int], torch.Tensor]) -> None:
+    """w += delta on this rank's rows of ``w`` (a DTensor shard, or the whole tensor).
+
+    ``rows_delta(start, stop)`` returns rows [start, stop) of the full-shape delta in fp32.
+    """
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(w, DTensor):
+        local = w.to_local()
+        start, stop = local_rows(w)
+    else:
+        local, start, stop = w, 0, w.shape[0]
+    delta = rows_delta(start, stop).to(local.device)
+    local.copy_((local.float() + delta).to(local.dtype))
+
+
 @torch.no_grad()
 def merge_lora_local(model: AnimateDiT, pairs: list[LoraPair]) -> int:
     """Merge LoRA pairs into this rank's rows of FSDP-sharded (or whole) Linear weights."""
-    from torch.distributed.tensor import DTensor
-
     modules = dict(model.named_modules())
     for p in pairs:
-        w = modules[p.module].weight
-        if isinstance(w, DTensor):
-            local = w.to_local()
-            start, stop = local_rows(w)
-            b = p.b[start:stop]
-        else:
-            local, b = w, p.b
-        delta = (b.float().to(local.device) @ p.a.float().to(local.device)) * p.scale
-        local.copy_((local.float() + delta).to(local.dtype))
+        _add_to_local_rows(modules[p.module].weight,
+                           lambda r0, r1, p=p: (p.b[r0:r1].float() @ p.a.float()) * p.scale)
     return len(pairs)
 
 
 @torch.no_grad()
 def merge_user_loras_local(model: AnimateDiT, loras: tuple[tuple[str, float], ...]) -> None:
-    """Merge LoRA files into this rank's rows of the (FSDP-sharded) DiT weights."""
-    from torch.distributed.tensor import DTensor
-
+    """Merge LoRA files (any supported format, with strengths) into this rank's rows."""
     from wan_animate.checkpoints.lora_formats import read_lora
 
     params = dict(model.named_parameters())
@@ -137,14 +143,7 @@ def merge_user_loras_local(model: AnimateDiT, loras: tuple[tuple[str, float], ..
         deltas = {m + ".weight": lf.delta(m, tuple(params[m + ".weight"].shape)) for m in lf.modules}
         deltas.update({k: d.float().reshape(params[k].shape) for k, d in lf.diffs.items()})
         for key, delta in deltas.items():
-            w = params[key]
-            if isinstance(w, DTensor):
-                local = w.to_local()
-                start, stop = local_rows(w)
-                delta = delta[start:stop]
-            else:
-                local = w
-            local.copy_((local.float() + float(strength) * delta.to(local.device)).to(local.dtype))
+            _add_to_local_rows(params[key], lambda r0, r1, d=delta: float(strength) * d[r0:r1].float())
 
 
 @dataclass
@@ -172,10 +171,15 @@ def load_state(env: WorkerEnv, config: PoolModelConfig) -> WorkerState:
         state = read_pth(path, wrapper_keys=(layout.RELIGHT_LORA_WRAPPER_KEY,))
         merge_lora_local(dit, normalize_lora_state(state, str(path)))
     merge_user_loras_local(dit, config.loras)
+    return _with_rank0_bundle(env, dit, lambda: load_bundle(
+        folder, env.device, Precision(dtype, p.t5, p.clip, p.vae, p.batch), with_dit=False))
+
+
+def _with_rank0_bundle(env: WorkerEnv, dit: AnimateDiT, load: Callable[[], Any]) -> WorkerState:
+    """The worker state: rank 0 also loads VAE, CLIP and umT5 (``load``) around the shared DiT."""
     bundle = None
     if env.rank == 0:
-        bundle = load_bundle(folder, env.device, Precision(dtype, p.t5, p.clip, p.vae, p.batch),
-                             with_dit=False)
+        bundle = load()
         bundle.dit = dit
     return WorkerState(env, bundle, dit)
 
@@ -192,12 +196,8 @@ def _load_comfy_state(env: WorkerEnv, config: PoolModelConfig, p: Any, dtype: to
     dit = build_sharded_dit(env, Path(files.dit), dtype, config.attention, config.fsdp,
                             cfg=dit_config(files.dit), source=source)
     merge_user_loras_local(dit, lora_list(config.use_relighting_lora, config.relight_file, config.loras))
-    bundle = None
-    if env.rank == 0:
-        bundle = load_comfy_bundle(files, env.device, Precision(dtype, p.t5, p.clip, p.vae, p.batch),
-                                   with_dit=False)
-        bundle.dit = dit
-    return WorkerState(env, bundle, dit)
+    return _with_rank0_bundle(env, dit, lambda: load_comfy_bundle(
+        files, env.device, Precision(dtype, p.t5, p.clip, p.vae, p.batch), with_dit=False))
 
 
 def _broadcast(obj: Any, env: WorkerEnv) -> Any:

@@ -7,7 +7,7 @@ style dim, face-encoder width) are fields too, so tiny checkpoints can shrink th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,3 @@ class DiTConfig:
         if ov:
             out["_wan_animate_overrides"] = ov
         return out
-
-
-def config_field_names() -> list[str]:
-    return [f.name for f in fields(DiTConfig)]

@@ -61,6 +61,7 @@ class AnimateDiT(nn.Module):
         self.face_adapter = FaceAdapter(cfg)
         self.face_encoder = FaceEncoder(cfg)
         self.parallel: SequenceParallel = NoSequenceParallel()
+        self._rope: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     # ---- parallel seam ------------------------------------------------------------------
     def set_parallel(self, parallel: SequenceParallel) -> None:
@@ -160,7 +161,7 @@ class AnimateDiT(nn.Module):
                           motion_vec_padded=motion_vec)
         h = sp.shard(tokens)                                          # -> [B, Ll, C]
         start = sp.local_range(length)[0]           # global index of this rank's first token
-        rope = rope_tables(grid, cfg.head_dim, start, start + h.shape[1], device=h.device)
+        rope = self._rope_for(grid, start, start + h.shape[1], h.device)
         for i, block in enumerate(self.blocks):
             h = block(h, e0, context_emb, rope, sp.attention, length)
             if record is not None:
@@ -175,6 +176,14 @@ class AnimateDiT(nn.Module):
         if record is not None:
             record["head_out"] = out
         return self.unpatchify(out, grid)
+
+    def _rope_for(self, grid: tuple[int, ...], start: int, stop: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE (cos, sin) of this rank's tokens; kept for the next step (same size and slice)."""
+        key = (grid, start, stop, device)
+        if self._rope is None or self._rope[0] != key:
+            self._rope = (key, rope_tables(grid, self.cfg.head_dim, start, stop, device=device))
+        return self._rope[1]
 
     def unpatchify(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
         """[B, L, pt*ph*pw*c] -> [B, c, F*pt, H'*ph, W'*pw] fp32 (c fastest in the patch channels)."""

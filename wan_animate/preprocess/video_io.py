@@ -42,12 +42,6 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     return np.stack(frames), float(rate)
 
 
-def video_info(path: str | Path) -> tuple[int, int, int, float]:
-    """(num_frames, height, width, fps) without decoding pixels when the container knows."""
-    frames, fps = read_video(path)
-    return frames.shape[0], frames.shape[1], frames.shape[2], fps
-
-
 def write_video(path: str | Path, frames: np.ndarray, fps: float, lossless: bool = False,
                 crf: int = 17) -> Path:
     """Encode uint8 [T, H, W, 3] RGB frames as H.264 mp4.
