@@ -16,9 +16,15 @@ _PACK_DIR = os.path.dirname(os.path.abspath(__file__))
 if _PACK_DIR not in sys.path:
     sys.path.append(_PACK_DIR)
 
-from .nodes import NODE_CLASS_MAPPINGS as _V1_NODES  # noqa: E402
-from .nodes import NODE_DISPLAY_NAME_MAPPINGS as _V1_NAMES  # noqa: E402
-from .nodes import USING_COMFY_API, comfy_entrypoint  # noqa: E402
+import importlib  # noqa: E402
+
+# ComfyUI imports this file as a package (``custom_nodes.<folder>``): take ``.nodes`` relative to
+# it, never ComfyUI's own top-level ``nodes`` module. A tool that imports this file as a plain
+# module (pytest collecting a checkout whose folder name is not an identifier) has no package:
+# then the pack's ``nodes`` is the one on the path appended above.
+_nodes = importlib.import_module(".nodes", __package__) if __package__ else importlib.import_module("nodes")
+_V1_NODES, _V1_NAMES = _nodes.NODE_CLASS_MAPPINGS, _nodes.NODE_DISPLAY_NAME_MAPPINGS
+USING_COMFY_API, comfy_entrypoint = _nodes.USING_COMFY_API, _nodes.comfy_entrypoint
 
 NODE_CLASS_MAPPINGS = None if USING_COMFY_API else _V1_NODES
 NODE_DISPLAY_NAME_MAPPINGS = None if USING_COMFY_API else _V1_NAMES
