@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 
 from wan_animate.checkpoints import layout
-from wan_animate.engine import ATTENTION, DTYPES, ModelSpec, load_model
+from wan_animate.engine import ATTENTION, DTYPES, MODES, ModelSpec, load_model
 from wan_animate.errors import CheckpointError, WanAnimateError
 
 from .types import ModelType, check_ranges, io
@@ -185,7 +185,8 @@ class WanAnimateModelLoader(io.ComfyNode):
                 io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto",
                                tooltip="Weight dtype of the DiT and T5: auto = bf16 on GPU, fp32 on CPU."),
                 io.Combo.Input("attention", options=list(ATTENTION), default="auto",
-                               tooltip="Attention kernel (PyTorch SDPA backend); auto lets PyTorch pick."),
+                               tooltip="Self-attention kernel. auto: FlashAttention-3 on H100/H200 when "
+                                       "installed (fastest exact), else PyTorch SDPA preferring cuDNN."),
                 io.Int.Input("gpus", default=1, min=1, max=MAX_GPUS, step=1,
                              tooltip="GPUs of the worker pool (sequence parallel + FSDP). Must divide "
                                      "the 40 attention heads: 1, 2, 4, 5 or 8."),
@@ -196,6 +197,10 @@ class WanAnimateModelLoader(io.ComfyNode):
                                  tooltip="Merge relighting_lora.ckpt into the DiT (the official setting "
                                          "for replace mode: matches the character to the scene's light)."),
                 *single_file_inputs(),
+                io.Combo.Input("mode", options=list(MODES), default="exact", optional=True,
+                               tooltip="exact: bf16, the official numerics. fast: fp8 linears in the "
+                                       "DiT blocks + fp8 attention (FA3), ~1.4x faster per step on "
+                                       "H100/H200 at a small quality cost; one GPU only."),
             ],
             outputs=[ModelType.Output(display_name="model")],
         )
@@ -219,9 +224,10 @@ class WanAnimateModelLoader(io.ComfyNode):
     def execute(cls, checkpoint: str, ckpt_path: str, dtype: str, attention: str, gpus: int,
                 fsdp: bool, relighting_lora: bool, dit_file: str = OFFICIAL, t5_file: str = OFFICIAL,
                 clip_file: str = OFFICIAL, vae_file: str = OFFICIAL, relight_file: str = OFFICIAL,
-                tokenizer_path: str = "") -> io.NodeOutput:
+                tokenizer_path: str = "", mode: str = "exact") -> io.NodeOutput:
         files = {"dit_file": dit_file, "t5_file": t5_file, "clip_file": clip_file, "vae_file": vae_file,
                  "relight_file": relight_file}
         spec = build_spec(checkpoint, ckpt_path, files, tokenizer_path, gpus=gpus, dtype=dtype,
-                          attention=attention, fsdp=fsdp, use_relighting_lora=relighting_lora)
+                          attention=attention, fsdp=fsdp, use_relighting_lora=relighting_lora,
+                          mode=mode)
         return io.NodeOutput(load_model(spec))

@@ -22,7 +22,8 @@ from wan_animate.sampling.generate import AnimateLatent
 from wan_animate.sampling.options import AnimateInputs, SampleOptions, StepEvent
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-ATTENTION = ("auto", "sdpa", "cudnn", "flash", "efficient", "math")
+ATTENTION = ("auto", "sdpa", "fa3", "cudnn", "flash", "efficient", "math")
+MODES = ("exact", "fast")
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,10 @@ class ModelSpec:
 
     ckpt_dir: official Wan2.2-Animate-14B folder. gpus: pool size (must divide 40 heads).
     device: "auto" (cuda when present), "cuda" or "cpu". dtype: DiT/T5 weights ("bf16",
-    "fp16", "fp32"; "auto" = bf16 on CUDA, fp32 on CPU). attention: SDPA backend choice.
+    "fp16", "fp32"; "auto" = bf16 on CUDA, fp32 on CPU). attention: self-attention kernel
+    ("auto" = FlashAttention-3 on Hopper when installed, else cuDNN SDPA; "sdpa" = torch's
+    choice; or one by name). mode: "exact" (bf16, the official numerics) or "fast" (fp8 e4m3
+    linears in the DiT blocks and fp8 FA3 attention where installed; one GPU).
     use_relighting_lora: merge relighting_lora.ckpt into the DiT. loras: extra DiT LoRAs
     (path, strength). fsdp: shard the DiT across the pool (FSDP2) instead of replicating it.
     comfy_files: ComfyUI single files (dit, t5, clip, vae) used instead of ``ckpt_dir`` (which
@@ -53,6 +57,7 @@ class ModelSpec:
     comfy_files: tuple[str, str, str, str] | None = None
     tokenizer_dir: str | None = None
     relight_file: str | None = None
+    mode: str = "exact"
 
     def comfy(self):  # noqa: ANN201 - ComfyFiles | None, imported lazily
         """The single files as :class:`~wan_animate.checkpoints.comfy_bundle.ComfyFiles` (or None)."""
@@ -88,6 +93,11 @@ class ModelSpec:
             raise InputError(f"compile must be auto, on or off; got {self.compile!r}")
         if self.attention not in ATTENTION:
             raise InputError(f"attention must be one of {', '.join(ATTENTION)}; got {self.attention!r}")
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.mode == "fast" and (self.gpus > 1 or self.use_pool):
+            raise InputError("mode 'fast' (fp8) runs on one GPU in this process; set gpus=1 "
+                             "(and no pool), or use mode 'exact' across several GPUs")
         for path, _ in self.loras:
             if not Path(path).exists():
                 raise CheckpointError(f"LoRA file not found: {path}")
@@ -140,7 +150,16 @@ class WanAnimateModel:
                 bundle = load_bundle(self.spec.ckpt_dir, dev, p,
                                      use_relighting_lora=self.spec.use_relighting_lora,
                                      loras=self.spec.loras)
-            bundle.dit.set_parallel(NoSequenceParallel(LocalAttention(backend=self._sdpa())))
+            if self.spec.mode == "fast":
+                from wan_animate.models.fp8 import quantize_dit
+
+                quantize_dit(bundle.dit)
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+            backend = "fa3_fp8" if self.spec.mode == "fast" and self.spec.attention == "auto" \
+                else self._sdpa()
+            bundle.dit.set_parallel(NoSequenceParallel(
+                LocalAttention(backend=backend, device=dev, dtype=p.dit)))
             if self.spec.compile == "on" or (self.spec.compile == "auto" and dev.type == "cuda"):
                 from wan_animate.models.optimize import compile_blocks
 
@@ -149,7 +168,7 @@ class WanAnimateModel:
         return self._bundle
 
     def _sdpa(self) -> str:
-        return "auto" if self.spec.attention == "sdpa" else self.spec.attention
+        return self.spec.attention
 
     @property
     def pooled(self) -> bool:

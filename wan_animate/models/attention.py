@@ -25,7 +25,9 @@ class AttentionBackend(Protocol):
                  k_len: int | None = None) -> torch.Tensor: ...
 
 
-SDPA_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
+SDPA_BACKENDS = ("sdpa", "cudnn", "flash", "efficient", "math")
+BACKENDS = ("auto", *SDPA_BACKENDS, "fa3", "fa3_fp8")
+"""SDPA kernels, FlashAttention-3 (exact, bf16) and FlashAttention-3 fp8 (fast mode)."""
 
 
 def _sdpa_context(backend: str, device: torch.device):  # noqa: ANN202 - context manager
@@ -38,7 +40,7 @@ def _sdpa_context(backend: str, device: torch.device):  # noqa: ANN202 - context
 
     table = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
              "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
-    if backend == "auto":
+    if backend in ("auto", "sdpa"):
         # cuDNN attention is the fastest exact kernel on Hopper (568 vs 357 TFLOP/s flash, facts §11)
         order = [table["cudnn"], table["flash"], table["efficient"], table["math"]]
         try:
@@ -49,20 +51,40 @@ def _sdpa_context(backend: str, device: torch.device):  # noqa: ANN202 - context
 
 
 class LocalAttention:
-    """Single-device attention through ``scaled_dot_product_attention``.
+    """Single-device attention: FlashAttention-3 or torch's ``scaled_dot_product_attention``.
 
     ``compute_dtype``: inputs are cast to it when given (the official CUDA path runs attention
-    in bf16); the output has the dtype of ``q``. ``backend``: SDPA kernel choice on CUDA
-    ("auto" prefers cuDNN, then flash). Padded keys (``k_len`` < Lk) are padding at the end of
-    the sequence, so they are sliced off instead of masked: same result, and every fused
-    kernel stays eligible.
+    in bf16); the output has the dtype of ``q``. ``backend``: "auto" = FA3 on a Hopper GPU when
+    the package is installed (the fastest exact kernel there), else SDPA preferring cuDNN, then
+    flash; "fa3" / an SDPA kernel name forces one; "fa3_fp8" is the fast mode's fp8 attention
+    (FA3 e4m3, per-head scales; falls back to "auto" where FA3 cannot run). Padded keys
+    (``k_len`` < Lk) are padding at the end of the sequence, so they are sliced off instead of
+    masked: same result, and every fused kernel stays eligible.
     """
 
-    def __init__(self, compute_dtype: torch.dtype | None = None, backend: str = "auto") -> None:
-        if backend not in SDPA_BACKENDS:
-            raise ValueError(f"attention backend must be one of {SDPA_BACKENDS}, got {backend!r}")
+    def __init__(self, compute_dtype: torch.dtype | None = None, backend: str = "auto",
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
         self.compute_dtype = compute_dtype
         self.backend = backend
+        self.kernel: str | None = None
+        """The kernel chosen once for ``device``/``dtype`` (given): no per-call lookup, which
+        keeps the call traceable by ``torch.compile``."""
+        if device is not None:
+            self.kernel = self.choose(torch.device(device), compute_dtype or dtype or torch.bfloat16)
+
+    def choose(self, device: torch.device, dtype: torch.dtype) -> str:
+        """The kernel for inputs of ``dtype`` on ``device``: "fa3", "fa3_fp8" or an SDPA name."""
+        from wan_animate.models import flash3
+
+        if self.backend == "fa3":
+            flash3.require_fa3(device)
+            return "fa3"
+        if self.backend in ("auto", "fa3_fp8") and dtype in (torch.bfloat16, torch.float16) \
+                and flash3.fa3_supported(device):
+            return "fa3_fp8" if self.backend == "fa3_fp8" else "fa3"
+        return "sdpa" if self.backend in ("auto", "fa3_fp8") else self.backend
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                  k_len: int | None = None) -> torch.Tensor:
@@ -72,7 +94,13 @@ class LocalAttention:
         if k_len is not None and k_len < k.shape[1]:
             # NOTE: padded keys dropped; padded queries still attend (as the official code).
             k, v = k[:, :k_len], v[:, :k_len]
-        with _sdpa_context(self.backend, q.device):
+        kernel = self.kernel or self.choose(q.device, q.dtype)
+        if kernel in ("fa3", "fa3_fp8"):
+            from wan_animate.models import flash3
+
+            fn = flash3.fa3_attention if kernel == "fa3" else flash3.fa3_attention_fp8
+            return fn(q.contiguous(), k.contiguous(), v.contiguous()).to(out_dtype)
+        with _sdpa_context(kernel, q.device):
             # [B, L, N, D] -> [B, N, L, D]
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
                                                  v.transpose(1, 2))

@@ -38,6 +38,12 @@ class FP32LayerNorm(nn.Module):
         return F.layer_norm(x.float(), (self.dim,), w, b, self.eps).type_as(x)
 
 
-def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Apply ``layer`` in its weight dtype (the bf16 matmul regions of the official autocast)."""
+def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply ``layer`` in its weight dtype (the bf16 matmul regions of the official autocast).
+
+    An fp8 layer (:class:`~wan_animate.models.fp8.Fp8Linear`, fast mode) quantizes its input
+    itself and returns bf16.
+    """
+    if layer.weight.dtype == torch.float8_e4m3fn:
+        return layer(x)
     return layer(x.to(layer.weight.dtype))
