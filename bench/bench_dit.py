@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import common  # noqa: E402
-from ceilings import bench_attention  # noqa: E402
-from common import BACKENDS, Budget, Size, free, log, write_json  # noqa: E402
+from ceilings import attention_accuracy, bench_attention  # noqa: E402
+from common import BACKENDS, FA3_BACKENDS, Budget, Size, free, log, write_json  # noqa: E402
 from dit_step import bench_official, bench_ours, dit_flops, make_inputs, make_shared, tiny_config  # noqa: E402
 from report import machine, markdown, summarize  # noqa: E402
 from vae_load import bench_load, bench_vae  # noqa: E402
@@ -66,6 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="write results JSON here")
     p.add_argument("--parts", default="attn,ours,official,vae,load")
     p.add_argument("--backends", default="cudnn,flash", help=f"SDPA backends from {BACKENDS}, or 'default'")
+    p.add_argument("--official-backends", default=None,
+                   help="SDPA backends for the official code (default: --backends without fa3*)")
+    p.add_argument("--fast", default="",
+                   help="after the exact runs, quantize our DiT to fp8 (fast mode) and time these "
+                        "attention backends, e.g. fa3_fp8,fa3")
+    p.add_argument("--accuracy-tokens", type=int, default=8192,
+                   help="token count of the attention accuracy check (attn part)")
     p.add_argument("--repeats", type=int, default=3, help="timed forwards per size and backend")
     p.add_argument("--warmup-blocks", type=int, default=5, help="blocks in the warm-up forward (0: all)")
     p.add_argument("--vae-dtypes", default="float32,bfloat16")
@@ -89,7 +96,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit(f"--frames {args.frames}: must be 4k+1")
     args.parts = set(args.parts.split(","))
     args.backends = [None if b == "default" else b for b in args.backends.split(",")]
-    bad = [b for b in args.backends if b is not None and b not in BACKENDS]
+    if args.official_backends is None:
+        args.official_backends = [b for b in args.backends if b not in FA3_BACKENDS]
+    else:
+        args.official_backends = [None if b == "default" else b for b in args.official_backends.split(",")]
+    args.fast = [b for b in args.fast.split(",") if b]
+    bad = [b for b in (*args.backends, *args.official_backends, *args.fast)
+           if b is not None and b not in BACKENDS]
     if bad:
         raise SystemExit(f"unknown backends {bad}; use {BACKENDS} or 'default'")
     return args
@@ -132,9 +145,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if "attn" in args.parts:
-            results["attention"] = bench_attention(cfg, args.sizes, args.frames,
-                                                   [b for b in args.backends if b], args.repeats,
-                                                   device, dtype, budget)
+            kernels = [b for b in args.backends if b] + [b for b in args.fast if b not in args.backends]
+            results["attention"] = bench_attention(cfg, args.sizes, args.frames, kernels,
+                                                   args.repeats, device, dtype, budget)
+            if device.type == "cuda":
+                results["attention_accuracy"] = attention_accuracy(cfg, kernels, args.accuracy_tokens,
+                                                                   device)
             write_json(args.out, results)
         if "ours" in args.parts:
             results["ours"] = bench_ours(cfg, args.sizes, args.frames, args.backends, args, shared,
@@ -142,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             write_json(args.out, results)
         if off is not None:
             if budget.fits(60 if not args.tiny else 1):
-                results["official"] = bench_official(off, cfg, args.sizes, args.backends, args, shared,
+                results["official"] = bench_official(off, cfg, args.sizes, args.official_backends, args, shared,
                                                      inputs, device, dtype, budget, outputs,
                                                      saver("official"))
             else:

@@ -29,7 +29,9 @@ T_START = time.perf_counter()
 """The deadline counts from here; reset by ``start_clock()`` once every import is done."""
 
 GIB = 1024 ** 3
-BACKENDS = ("cudnn", "flash", "efficient", "math")
+BACKENDS = ("cudnn", "flash", "efficient", "math", "fa3", "fa3_fp8")
+"""SDPA kernels and FlashAttention-3 (bf16 / fp8, when the package is installed)."""
+FA3_BACKENDS = ("fa3", "fa3_fp8")
 
 
 def start_clock() -> None:
@@ -143,6 +145,8 @@ def sdpa_context(backend: str | None, device: torch.device) -> contextlib.Abstra
     run any shape (cuDNN is left out unless asked, so "flash" means no cuDNN anywhere)."""
     if backend is None or device.type != "cuda":
         return contextlib.nullcontext()
+    if backend in FA3_BACKENDS:    # FA3 is the self-attention; cross-attention etc. on cuDNN
+        backend = "cudnn"
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     table = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
@@ -167,7 +171,13 @@ def local_attention(backend: str | None) -> tuple[LocalAttention, str]:
     if backend is None:
         return LocalAttention(), "LocalAttention() (device default)"
     try:
-        return LocalAttention(backend=backend), f"LocalAttention(backend={backend!r})"
+        from wan_animate.models import flash3
+
+        device = "cuda" if torch.cuda.is_available() else None
+        if backend in FA3_BACKENDS and not flash3.fa3_supported("cuda" if device else "cpu"):
+            device = None   # FA3 missing: the first call raises, and the row records the error
+        return (LocalAttention(backend=backend, device=device),
+                f"LocalAttention(backend={backend!r})")
     except TypeError:  # older LocalAttention without the option: the outer context decides
         return LocalAttention(), "LocalAttention() under the outer sdpa_kernel context"
 

@@ -122,25 +122,41 @@ def bench_ours(cfg: DiTConfig, sizes: list[Size], frames: int, backends: list[st
         log(f"ours: encode_motion {frames} frames: median {rec['median_s']} s")
         t_ctx, ctx = timed(lambda: model.embed_context([shared.context], shared.clip_fea), device)
         res["embed_context_s"] = round(t_ctx, 4)
-        for size in sizes:
-            inp = inputs[size.name]
-            for b in backends:
-                label = b or "default"
-                attn, how = local_attention(b)
-                model.set_parallel(NoSequenceParallel(attn))
-                name = f"ours {size.name} {label}"
-                row: dict[str, Any] = {"impl": "ours", "size": size.name, "backend": label,
-                                       "attention": how, "tokens": size.tokens(inp.x.shape[2])}
+        variants = [("exact", backends)]
+        if args.fast:
+            variants.append(("fast", args.fast))
+        for mode, mode_backends in variants:
+            if mode == "fast":
+                from wan_animate.models.fp8 import quantize_dit
 
-                def run() -> torch.Tensor:
-                    with sdpa_context(b, device):
-                        return model(inp.x, t=inp.t, clip_fea=shared.clip_fea, context=None, y=inp.y,
-                                     pose_latents=inp.pose, motion_vec=motion, context_emb=ctx)
+                t_q, n_q = timed(lambda: quantize_dit(model), device)
+                free(device)
+                res["fast_quantize"] = {"linears": n_q, "seconds": round(t_q, 2),
+                                        "weights_gib": round(sum(p.numel() * p.element_size()
+                                                                 for p in model.parameters()) / GIB, 2)}
+                log(f"ours: fast mode, {n_q} linears to fp8 in {t_q:.1f} s, "
+                    f"weights {res['fast_quantize']['weights_gib']} GiB")
+            for size in sizes:
+                inp = inputs[size.name]
+                for b in mode_backends:
+                    label = (b or "default") if mode == "exact" else f"fast-{b}"
+                    attn, how = local_attention(b)
+                    model.set_parallel(NoSequenceParallel(attn))
+                    name = f"ours {size.name} {label}"
+                    row: dict[str, Any] = {"impl": "ours", "size": size.name, "backend": label,
+                                           "mode": mode, "attention": how,
+                                           "tokens": size.tokens(inp.x.shape[2])}
 
-                row.update(_step(name, model, run, args, device, budget))
-                _keep(outputs, ("ours", size.name, label), row)
-                res["steps"].append(row)
-                save(res)
+                    def run(b: str | None = b, inp: Inputs = inp) -> torch.Tensor:
+                        with sdpa_context(b, device):
+                            return model(inp.x, t=inp.t, clip_fea=shared.clip_fea, context=None,
+                                         y=inp.y, pose_latents=inp.pose, motion_vec=motion,
+                                         context_emb=ctx)
+
+                    row.update(_step(name, model, run, args, device, budget))
+                    _keep(outputs, ("ours", size.name, label), row)
+                    res["steps"].append(row)
+                    save(res)
     model.set_parallel(NoSequenceParallel())
     model = None  # free the weights (closures above hold the name only)
     free(device)

@@ -1,14 +1,22 @@
-"""Exact mode (bf16 weights, compiled blocks, cuDNN SDPA) vs a float32 reference of the same weights.
+"""Exact and fast mode vs a float32 reference of the same weights.
 
-python3 bench/exact_vs_fp32.py [--size 256x256] [--frames 13]
-Full-size DiT, random weights; prints rel_l2 of one velocity prediction (issue 8: <= 1e-2).
+python3 bench/exact_vs_fp32.py [--size 256x256] [--frames 13] [--exact cudnn,fa3] [--fast fa3_fp8]
+    [--out results.json]
+Full-size DiT, random weights; prints rel_l2 of one velocity prediction for exact mode (bf16
+weights, compiled blocks) with each attention kernel (issue 8: <= 1e-2) and for the fast mode
+(fp8 linears + each fast attention kernel), against fp32 and against exact bf16.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the repository root
 
 from wan_animate.models.attention import LocalAttention, NoSequenceParallel
 from wan_animate.models.config import DiTConfig
@@ -40,6 +48,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="256x256")
     ap.add_argument("--frames", type=int, default=13)
+    ap.add_argument("--exact", default="cudnn,fa3", help="attention kernels of the exact runs")
+    ap.add_argument("--fast", default="fa3_fp8", help="attention kernels of the fast runs ('' = none)")
+    ap.add_argument("--out", default=None, help="write the numbers as JSON here")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -54,21 +65,55 @@ def main() -> None:
     text = torch.randn(100, 4096, device="cuda", generator=g)
     t = torch.tensor([900], device="cuda")
     outs = {}
-    for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        model = build(dtype, seed=0)
-        attn = LocalAttention(backend="math" if dtype == torch.float32 else "cudnn")
-        model.set_parallel(NoSequenceParallel(attn))
-        if dtype == torch.bfloat16:
-            compile_blocks(model)
-        outs[label] = model(x, t=t, clip_fea=clip.to(dtype), context=[text.to(dtype)],
-                            y=y.to(dtype), pose_latents=pose.to(dtype),
-                            face_pixels=faces.to(dtype)).float()
-        del model
+
+    def run(model: AnimateDiT, dtype: torch.dtype) -> torch.Tensor:
+        return model(x, t=t, clip_fea=clip.to(dtype), context=[text.to(dtype)], y=y.to(dtype),
+                     pose_latents=pose.to(dtype), face_pixels=faces.to(dtype)).float().cpu()
+
+    model = build(torch.float32, seed=0)
+    model.set_parallel(NoSequenceParallel(LocalAttention(backend="math")))
+    ref = run(model, torch.float32)
+    del model
+    torch.cuda.empty_cache()
+    model = build(torch.bfloat16, seed=0)
+    compile_blocks(model)
+    rows = []
+
+    def record(label: str, backend: str) -> None:
+        try:
+            model.set_parallel(NoSequenceParallel(LocalAttention(backend=backend, device="cuda")))
+            outs[label] = run(model, torch.bfloat16)
+        except Exception as e:  # noqa: BLE001 - e.g. FA3 not installed: report and go on
+            rows.append({"run": label, "error": f"{type(e).__name__}: {e}"})
+            print(f"{label}: ERROR {e}")
+            return
+        row = {"run": label, "rel_l2_vs_fp32": rel(outs[label], ref),
+               "max_abs_vs_fp32": float((outs[label] - ref).abs().max())}
+        first = next(iter(outs))
+        if first != label:
+            row[f"rel_l2_vs_{first}"] = rel(outs[label], outs[first])
+        rows.append(row)
+        print(f"size {args.size} frames {args.frames}: {json.dumps(row)}")
+
+    for b in filter(None, args.exact.split(",")):
+        record(f"exact-{b}", b)
+    fast = [b for b in args.fast.split(",") if b]
+    if fast:
+        from wan_animate.models.fp8 import quantize_dit
+
+        quantize_dit(model)
         torch.cuda.empty_cache()
-    a, b = outs["bf16"].double(), outs["fp32"].double()
-    print(f"size {args.size} frames {args.frames}: rel_l2(exact bf16 vs fp32) = "
-          f"{float((a - b).norm() / b.norm()):.3e}, max_abs {float((a - b).abs().max()):.3e}, "
-          f"|v| std {float(b.std()):.3f}")
+        for b in fast:
+            record(f"fast-{b}", b)
+    print(f"|v| std (fp32) {float(ref.std()):.3f}")
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump({"size": args.size, "frames": args.frames, "rows": rows}, fh, indent=1)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm())
 
 
 if __name__ == "__main__":
