@@ -176,7 +176,7 @@ def local_attention(backend: str | None) -> tuple[LocalAttention, str]:
         device = "cuda" if torch.cuda.is_available() else None
         if backend in FA3_BACKENDS and not flash3.fa3_supported("cuda" if device else "cpu"):
             device = None   # FA3 missing: the first call raises, and the row records the error
-        return (LocalAttention(backend=backend, device=device),
+        return (LocalAttention(backend=backend, device=device, head_dim=128),
                 f"LocalAttention(backend={backend!r})")
     except TypeError:  # older LocalAttention without the option: the outer context decides
         return LocalAttention(), "LocalAttention() under the outer sdpa_kernel context"

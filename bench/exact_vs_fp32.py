@@ -81,7 +81,7 @@ def main() -> None:
 
     def record(label: str, backend: str) -> None:
         try:
-            model.set_parallel(NoSequenceParallel(LocalAttention(backend=backend, device="cuda")))
+            model.set_parallel(NoSequenceParallel(LocalAttention(backend=backend, device="cuda", head_dim=128)))
             outs[label] = run(model, torch.bfloat16)
         except Exception as e:  # noqa: BLE001 - e.g. FA3 not installed: report and go on
             rows.append({"run": label, "error": f"{type(e).__name__}: {e}"})

@@ -159,7 +159,8 @@ class WanAnimateModel:
             backend = "fa3_fp8" if self.spec.mode == "fast" and self.spec.attention == "auto" \
                 else self._sdpa()
             bundle.dit.set_parallel(NoSequenceParallel(
-                LocalAttention(backend=backend, device=dev, dtype=p.dit)))
+                LocalAttention(backend=backend, device=dev, dtype=p.dit,
+                               head_dim=bundle.dit.cfg.head_dim)))
             if self.spec.compile == "on" or (self.spec.compile == "auto" and dev.type == "cuda"):
                 from wan_animate.models.optimize import compile_blocks
 

@@ -44,7 +44,9 @@ def test_backend_choice_off_hopper_falls_back_to_sdpa():
     assert LocalAttention(backend="auto").choose(cpu, torch.bfloat16) == "sdpa"
     assert LocalAttention(backend="fa3_fp8").choose(cpu, torch.bfloat16) == "sdpa"
     assert LocalAttention(backend="cudnn").choose(cpu, torch.float32) == "cudnn"
-    assert LocalAttention(backend="auto", device="cpu").kernel == "sdpa"   # chosen once up front
+    assert LocalAttention(backend="auto", device="cpu", head_dim=128).kernel == "sdpa"  # chosen once
+    # "auto" never sends a head dim the pack's FA3 build lacks to FA3, even on a Hopper GPU
+    assert LocalAttention(backend="auto").choose(torch.device("cuda"), torch.bfloat16, 16) == "sdpa"
     ref = flash3.sdpa_reference(q, k, v)
     for b in ("auto", "sdpa", "fa3_fp8", "math"):
         torch.testing.assert_close(LocalAttention(backend=b)(q, k, v), ref, atol=1e-5, rtol=1e-5)

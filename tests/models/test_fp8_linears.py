@@ -51,6 +51,23 @@ def test_fp8_linear_equals_its_emulation_and_is_close_to_bf16(bias):
     assert linear(q, x) is not None and linear(q, x).dtype == torch.float32
 
 
+def test_dims_fp8_gemms_cannot_take_stay_unquantized():
+    from wan_animate.models.fp8 import fp8_shape_ok
+
+    assert fp8_shape_ok(nn.Linear(5120, 13824)) and not fp8_shape_ok(nn.Linear(40, 24))
+    blocks = nn.Module()
+    blocks.blocks = nn.ModuleList([nn.Module()])
+    b = blocks.blocks[0]
+    b.self_attn = nn.Module()
+    for k in ("q", "k", "v", "o"):
+        setattr(b.self_attn, k, nn.Linear(32, 32 if k != "o" else 32))
+    b.cross_attn = nn.Module()
+    b.cross_attn.q, b.cross_attn.o = nn.Linear(32, 32), nn.Linear(32, 32)
+    b.ffn = nn.Sequential(nn.Linear(32, 40), nn.GELU(), nn.Linear(40, 32))   # 40: not a multiple of 16
+    assert quantize_dit(blocks) == 6
+    assert isinstance(b.ffn[0], nn.Linear) and not isinstance(b.ffn[0], Fp8Linear)
+
+
 def test_quantize_dit_swaps_the_block_linears_only(official_fixtures):
     model, _ = build_dit(official_fixtures / "dit_animate")
     before = {n: type(m) for n, m in model.named_modules()}

@@ -63,7 +63,8 @@ class LocalAttention:
     """
 
     def __init__(self, compute_dtype: torch.dtype | None = None, backend: str = "auto",
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 head_dim: int | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
         self.compute_dtype = compute_dtype
@@ -72,17 +73,20 @@ class LocalAttention:
         """The kernel chosen once for ``device``/``dtype`` (given): no per-call lookup, which
         keeps the call traceable by ``torch.compile``."""
         if device is not None:
-            self.kernel = self.choose(torch.device(device), compute_dtype or dtype or torch.bfloat16)
+            self.kernel = self.choose(torch.device(device), compute_dtype or dtype or torch.bfloat16,
+                                      head_dim)
 
-    def choose(self, device: torch.device, dtype: torch.dtype) -> str:
-        """The kernel for inputs of ``dtype`` on ``device``: "fa3", "fa3_fp8" or an SDPA name."""
+    def choose(self, device: torch.device, dtype: torch.dtype, head_dim: int | None = None) -> str:
+        """The kernel for inputs of ``dtype`` and ``head_dim`` (None: not known yet) on ``device``:
+        "fa3", "fa3_fp8" or an SDPA name. "auto" takes FA3 only at the head dims of
+        ``flash3.FA3_HEAD_DIMS`` (the ones the pack's FA3 build compiles)."""
         from wan_animate.models import flash3
 
         if self.backend == "fa3":
             flash3.require_fa3(device)
             return "fa3"
         if self.backend in ("auto", "fa3_fp8") and dtype in (torch.bfloat16, torch.float16) \
-                and flash3.fa3_supported(device):
+                and head_dim in flash3.FA3_HEAD_DIMS and flash3.fa3_supported(device):
             return "fa3_fp8" if self.backend == "fa3_fp8" else "fa3"
         return "sdpa" if self.backend in ("auto", "fa3_fp8") else self.backend
 
@@ -94,7 +98,7 @@ class LocalAttention:
         if k_len is not None and k_len < k.shape[1]:
             # NOTE: padded keys dropped; padded queries still attend (as the official code).
             k, v = k[:, :k_len], v[:, :k_len]
-        kernel = self.kernel or self.choose(q.device, q.dtype)
+        kernel = self.kernel or self.choose(q.device, q.dtype, q.shape[-1])
         if kernel in ("fa3", "fa3_fp8"):
             from wan_animate.models import flash3
 

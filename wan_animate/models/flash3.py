@@ -16,6 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+FA3_HEAD_DIMS = (128,)
+"""Head dims "auto" sends to FA3: Wan's 128, the one ``bench/build_fa3.sh`` compiles (a full FA3
+build has more; ask for "fa3" explicitly to use them)."""
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = 448.0
 """Largest finite float8_e4m3fn value."""

@@ -66,10 +66,16 @@ class Fp8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, fp8_e4m3"
 
 
+def fp8_shape_ok(layer: nn.Linear) -> bool:
+    """fp8 tensor-core GEMMs need both weight dims to be multiples of 16 (all of the 14B's are)."""
+    return layer.in_features % 16 == 0 and layer.out_features % 16 == 0
+
+
 def quantize_dit(dit: nn.Module) -> int:
     """Swap the ``FP8_LINEARS`` of every block of ``dit`` for :class:`Fp8Linear` in place.
 
-    Returns the number of linears swapped. Block by block, so the peak is one block's bf16 copy.
+    Returns the number of linears swapped (layers whose dims fp8 GEMMs cannot take stay as
+    they are). Block by block, so the peak is one block's bf16 copy.
     """
     count = 0
     for block in dit.blocks:
@@ -77,7 +83,7 @@ def quantize_dit(dit: nn.Module) -> int:
             parent_name, _, child = name.rpartition(".")
             parent = block.get_submodule(parent_name)
             layer = getattr(parent, child) if not child.isdigit() else parent[int(child)]
-            if isinstance(layer, Fp8Linear):
+            if isinstance(layer, Fp8Linear) or not fp8_shape_ok(layer):
                 continue
             q = Fp8Linear.from_linear(layer)
             if child.isdigit():
