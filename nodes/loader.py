@@ -201,6 +201,13 @@ class WanAnimateModelLoader(io.ComfyNode):
                                tooltip="exact: bf16, the official numerics. fast: fp8 linears in the "
                                        "DiT blocks + fp8 attention (FA3), ~1.4x faster per step on "
                                        "H100/H200 at a small quality cost; one GPU only."),
+                io.Int.Input("swap_blocks", default=0, min=0, max=40, step=1, optional=True,
+                             tooltip="One GPU with little memory (24-48 GB): DiT blocks kept in "
+                                     "host RAM and streamed to the GPU each step, one block "
+                                     "ahead. 0 = all on the GPU."),
+                io.Boolean.Input("t5_cpu", default=False, optional=True,
+                                 tooltip="Keep the 11 GB umT5 text encoder on the CPU (the prompt "
+                                         "is encoded there once per video)."),
             ],
             outputs=[ModelType.Output(display_name="model")],
         )
@@ -224,10 +231,11 @@ class WanAnimateModelLoader(io.ComfyNode):
     def execute(cls, checkpoint: str, ckpt_path: str, dtype: str, attention: str, gpus: int,
                 fsdp: bool, relighting_lora: bool, dit_file: str = OFFICIAL, t5_file: str = OFFICIAL,
                 clip_file: str = OFFICIAL, vae_file: str = OFFICIAL, relight_file: str = OFFICIAL,
-                tokenizer_path: str = "", mode: str = "exact") -> io.NodeOutput:
+                tokenizer_path: str = "", mode: str = "exact", swap_blocks: int = 0,
+                t5_cpu: bool = False) -> io.NodeOutput:
         files = {"dit_file": dit_file, "t5_file": t5_file, "clip_file": clip_file, "vae_file": vae_file,
                  "relight_file": relight_file}
         spec = build_spec(checkpoint, ckpt_path, files, tokenizer_path, gpus=gpus, dtype=dtype,
                           attention=attention, fsdp=fsdp, use_relighting_lora=relighting_lora,
-                          mode=mode)
+                          mode=mode, swap_blocks=swap_blocks, t5_cpu=t5_cpu)
         return io.NodeOutput(load_model(spec))

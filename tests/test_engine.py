@@ -27,6 +27,10 @@ def test_bad_mode_and_attention_name_the_input(ckpt):
         ModelSpec(str(ckpt), device="cpu", attention="fa4").validate()
     with pytest.raises(InputError, match="one GPU"):
         ModelSpec(str(ckpt), device="cpu", gpus=2, mode="fast").validate()
+    with pytest.raises(InputError, match="swap_blocks 0"):
+        ModelSpec(str(ckpt), device="cpu", gpus=2, swap_blocks=4).validate()
+    with pytest.raises(InputError, match="between 0 and 40"):
+        ModelSpec(str(ckpt), device="cpu", swap_blocks=41).validate()
     assert MODES == ("exact", "fast") and "fa3" in ATTENTION
 
 
@@ -56,3 +60,18 @@ def test_fast_mode_generates_close_to_exact(ckpt, tmp_path):
     assert out.shape == ref.shape and torch.isfinite(out).all()
     err = float((out - ref).abs().mean())
     assert 0 < err < 0.1, err          # video in [-1, 1]: fp8 noise, not a different video
+
+
+def test_swap_blocks_and_t5_cpu_give_the_same_video(ckpt, tmp_path):
+    inputs = read_preprocessed(write_preprocessed(tmp_path / "s", 5, 48, 48), False)
+    opts = SampleOptions(frame_num=5, steps=2, seed=4)
+    try:
+        plain = load_model(ModelSpec(str(ckpt), device="cpu", dtype="fp32"))
+        ref = plain.decode(plain.sample(inputs, opts))
+        swapped = load_model(ModelSpec(str(ckpt), device="cpu", dtype="fp32", swap_blocks=1,
+                                       t5_cpu=True))
+        out = swapped.decode(swapped.sample(inputs, opts))
+        assert swapped._models().dit.block_runner is not None
+    finally:
+        unload_all()
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)

@@ -58,6 +58,10 @@ class ModelSpec:
     tokenizer_dir: str | None = None
     relight_file: str | None = None
     mode: str = "exact"
+    swap_blocks: int = 0
+    """DiT blocks kept in host memory and streamed to the GPU per step (one GPU; 24 GB cards)."""
+    t5_cpu: bool = False
+    """Keep umT5-XXL (11 GB) on the CPU; prompts are encoded there once per video."""
 
     def comfy(self):  # noqa: ANN201 - ComfyFiles | None, imported lazily
         """The single files as :class:`~wan_animate.checkpoints.comfy_bundle.ComfyFiles` (or None)."""
@@ -95,6 +99,12 @@ class ModelSpec:
             raise InputError(f"attention must be one of {', '.join(ATTENTION)}; got {self.attention!r}")
         if self.mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.swap_blocks and (self.gpus > 1 or self.use_pool):
+            raise InputError("swap_blocks streams DiT blocks into one GPU; with several GPUs the "
+                             "DiT is already sharded: set swap_blocks 0")
+        if not 0 <= self.swap_blocks <= 40:
+            raise InputError(f"swap_blocks must be between 0 and 40 (the DiT's blocks), got "
+                             f"{self.swap_blocks}")
         if self.mode == "fast" and (self.gpus > 1 or self.use_pool):
             raise InputError("mode 'fast' (fp8) runs on one GPU in this process; set gpus=1 "
                              "(and no pool), or use mode 'exact' across several GPUs")
@@ -144,13 +154,24 @@ class WanAnimateModel:
             if files is not None:
                 from wan_animate.checkpoints.comfy_bundle import load_comfy_bundle
 
+            # block swap: the DiT loads on the CPU and only its resident part moves to the GPU
+            where = {"dit_device": "cpu" if self.spec.swap_blocks else None,
+                     "t5_device": "cpu" if self.spec.t5_cpu else None}
+            if files is not None:
+                from wan_animate.checkpoints.comfy_bundle import load_comfy_bundle
+
                 bundle = load_comfy_bundle(files, dev, p, self.spec.use_relighting_lora,
-                                           self.spec.relight_file, self.spec.loras)
+                                           self.spec.relight_file, self.spec.loras, **where)
             else:
                 bundle = load_bundle(self.spec.ckpt_dir, dev, p,
                                      use_relighting_lora=self.spec.use_relighting_lora,
-                                     loras=self.spec.loras)
-            if self.spec.mode == "fast":
+                                     loras=self.spec.loras, **where)
+            if self.spec.swap_blocks:
+                from wan_animate.models.offload import place_with_swap
+
+                bundle.dit.set_block_runner(place_with_swap(
+                    bundle.dit, self.spec.swap_blocks, dev, fp8=self.spec.mode == "fast"))
+            elif self.spec.mode == "fast":
                 from wan_animate.models.fp8 import quantize_dit
 
                 quantize_dit(bundle.dit)
@@ -228,7 +249,13 @@ class WanAnimateModel:
                 from wan_animate.distributed.protocol import Job
 
                 return self._pool().submit(Job("decode", latent))
-            return decode_latent(self._models().vae, latent)
+            bundle = self._models()
+            if self.spec.swap_blocks:     # a small card: the DiT leaves the GPU while the VAE decodes
+                from wan_animate.models.offload import parked_on_host
+
+                with parked_on_host(bundle.dit, bundle.dit.block_runner):
+                    return decode_latent(bundle.vae, latent)
+            return decode_latent(bundle.vae, latent)
 
     def close(self) -> None:
         """Free the networks (and the pool's GPU memory)."""
@@ -263,8 +290,9 @@ def oom_advice(spec: ModelSpec, inputs: AnimateInputs | None,
         raise OutOfMemory(
             f"out of GPU memory{size}{clip} on {spec.gpus} GPU(s). Try, in order: more GPUs "
             f"(gpus=2/4/8 shard the DiT and split the tokens), a smaller frame_num (e.g. 49), "
-            f"a smaller preprocessing --resolution_area (e.g. 832 480), and closing other "
-            f"GPU programs. ({e})") from e
+            f"a smaller preprocessing --resolution_area (e.g. 832 480), on one GPU "
+            f"swap_blocks (e.g. 20-30: DiT blocks streamed from host memory), t5_cpu and "
+            f"mode fast (fp8 weights), and closing other GPU programs. ({e})") from e
 
 
 def launched_by_torchrun() -> bool:

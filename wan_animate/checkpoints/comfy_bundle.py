@@ -260,11 +260,14 @@ def lora_list(use_relighting_lora: bool, relight_file: str | None,
 
 def load_comfy_bundle(files: ComfyFiles, device: torch.device | str = "cpu", precision: Any = None,
                       use_relighting_lora: bool = False, relight_file: str | None = None,
-                      loras: tuple[tuple[str, float], ...] = (), with_dit: bool = True) -> ModelBundle:
+                      loras: tuple[tuple[str, float], ...] = (), with_dit: bool = True,
+                      dit_device: torch.device | str | None = None,
+                      t5_device: torch.device | str | None = None) -> ModelBundle:
     """Every network from ComfyUI single files, ready for :func:`generate`.
 
     ``precision``: :class:`official.Precision` (default: for the device). ``with_dit=False``
-    leaves the DiT on meta (the worker pool loads its own shards).
+    leaves the DiT on meta (the worker pool loads its own shards). ``dit_device`` /
+    ``t5_device``: where those two load instead of ``device``.
     """
     from wan_animate.checkpoints.official import Precision, apply_loras
 
@@ -274,13 +277,13 @@ def load_comfy_bundle(files: ComfyFiles, device: torch.device | str = "cpu", pre
     all_loras = lora_list(use_relighting_lora, relight_file, loras)
     tokenizer = UMT5Tokenizer(find_tokenizer(files.tokenizer, files.t5))
     if with_dit:
-        dit = load_comfy_dit(files.dit, device, p.dit)
+        dit = load_comfy_dit(files.dit, dit_device or device, p.dit)
         apply_loras(dit, all_loras)
     else:
         with torch.device("meta"):
             dit = AnimateDiT(dit_config(files.dit))
     return ModelBundle(dit=dit, vae=load_comfy_vae(files.vae, device, p.vae),
-                       t5=load_comfy_t5(files.t5, device, p.t5),
+                       t5=load_comfy_t5(files.t5, t5_device or device, p.t5),
                        clip=load_comfy_clip(files.clip, device, p.clip),
                        tokenizer=tokenizer, device=device, dtype=p.batch)
 

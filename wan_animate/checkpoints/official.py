@@ -150,17 +150,21 @@ def apply_loras(model: AnimateDiT, loras: tuple[tuple[str, float], ...]) -> list
 
 def load_bundle(folder: str | Path, device: torch.device | str = "cpu",
                 precision: Precision | None = None, use_relighting_lora: bool = False,
-                with_dit: bool = True, loras: tuple[tuple[str, float], ...] = ()) -> ModelBundle:
+                with_dit: bool = True, loras: tuple[tuple[str, float], ...] = (),
+                dit_device: torch.device | str | None = None,
+                t5_device: torch.device | str | None = None) -> ModelBundle:
     """Every network of an official-layout folder, ready for :func:`generate`.
 
     ``with_dit=False`` leaves the DiT on meta (the worker pool loads its own shards).
+    ``dit_device`` / ``t5_device``: where those two load instead of ``device`` (block swap loads
+    the DiT on the CPU first; ``t5_cpu`` keeps umT5 there).
     """
     folder = Path(folder)
     _require(folder)
     device = torch.device(device)
     p = precision or Precision.for_device(device)
     if with_dit:
-        dit = load_dit(folder, device, p.dit)
+        dit = load_dit(folder, dit_device or device, p.dit)
         if use_relighting_lora:
             load_relighting_lora(dit, folder)
         apply_loras(dit, loras)
@@ -168,6 +172,7 @@ def load_bundle(folder: str | Path, device: torch.device | str = "cpu",
         with torch.device("meta"):
             dit = AnimateDiT(DiTConfig.from_json(folder / layout.DIT_CONFIG))
     tok_dir = folder / layout.T5_TOKENIZER_DIR
-    return ModelBundle(dit=dit, vae=load_vae(folder, device, p.vae), t5=load_t5(folder, device, p.t5),
+    return ModelBundle(dit=dit, vae=load_vae(folder, device, p.vae),
+                       t5=load_t5(folder, t5_device or device, p.t5),
                        clip=load_clip(folder, device, p.clip),
                        tokenizer=UMT5Tokenizer(tok_dir), device=device, dtype=p.batch)

@@ -64,7 +64,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dit_fsdp", action="store_true", help="accepted for compatibility (FSDP2 is on with >1 GPU)")
     p.add_argument("--t5_fsdp", action="store_true", help="accepted for compatibility")
     p.add_argument("--offload_model", default=None, help="accepted for compatibility")
-    p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
+    p.add_argument("--t5_cpu", action="store_true",
+                   help="keep umT5-XXL (11 GB) on the CPU; the prompt is encoded there once")
+    p.add_argument("--swap_blocks", type=int, default=0,
+                   help="DiT blocks kept in host memory and streamed to the GPU each step "
+                        "(one GPU; e.g. 26 fits 720p in 24 GB with --t5_cpu)")
 
 
 def parse_lora(spec: str) -> tuple[str, float]:
@@ -116,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     loras = tuple(parse_lora(spec) for spec in args.lora)
     model = load_model(ModelSpec(str(args.ckpt_dir), gpus=gpus, device=str(device),
                                  use_relighting_lora=args.use_relighting_lora, loras=loras,
-                                 mode=args.mode, attention=args.attention))
+                                 mode=args.mode, attention=args.attention,
+                                 swap_blocks=args.swap_blocks, t5_cpu=args.t5_cpu))
     try:
         latent = model.sample(inputs, opts, on_step=bars)
         video = model.decode(latent)

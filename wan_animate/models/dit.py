@@ -11,7 +11,7 @@ H'/W' token grid (h/2, w/2), L = F*H'*W' tokens, C model dim, T pixel frames of 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,7 @@ class AnimateDiT(nn.Module):
         self.face_adapter = FaceAdapter(cfg)
         self.face_encoder = FaceEncoder(cfg)
         self.parallel: SequenceParallel = NoSequenceParallel()
+        self.block_runner: Callable[..., torch.Tensor] | None = None
         self._rope: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     # ---- parallel seam ------------------------------------------------------------------
@@ -68,6 +69,10 @@ class AnimateDiT(nn.Module):
         """Set the token layout + self-attention backend (Ulysses, local...). No forward rewrite."""
         self.cfg.check_sp_size(parallel.size)
         self.parallel = parallel
+
+    def set_block_runner(self, runner: Callable[..., torch.Tensor] | None) -> None:
+        """Run each block as ``runner(i, block, *args)`` (block swap, offload.py); None = plain."""
+        self.block_runner = runner
 
     # ---- conditioning encoders (constant per clip / per video) ----------------------------
     def encode_motion(self, face_pixels: torch.Tensor) -> torch.Tensor:
@@ -163,7 +168,10 @@ class AnimateDiT(nn.Module):
         start = sp.local_range(length)[0]           # global index of this rank's first token
         rope = self._rope_for(grid, start, start + h.shape[1], h.device)
         for i, block in enumerate(self.blocks):
-            h = block(h, e0, context_emb, rope, sp.attention, length)
+            if self.block_runner is None:
+                h = block(h, e0, context_emb, rope, sp.attention, length)
+            else:
+                h = self.block_runner(i, block, h, e0, context_emb, rope, sp.attention, length)
             if record is not None:
                 record[f"block{i:02d}_out"] = h
             if i % cfg.face_adapter_every == 0:

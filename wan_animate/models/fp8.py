@@ -77,18 +77,22 @@ def quantize_dit(dit: nn.Module) -> int:
     Returns the number of linears swapped (layers whose dims fp8 GEMMs cannot take stay as
     they are). Block by block, so the peak is one block's bf16 copy.
     """
+    return sum(quantize_block(block) for block in dit.blocks)
+
+
+def quantize_block(block: nn.Module) -> int:
+    """Swap the ``FP8_LINEARS`` of one DiT block for :class:`Fp8Linear` (on the block's device)."""
     count = 0
-    for block in dit.blocks:
-        for name in FP8_LINEARS:
-            parent_name, _, child = name.rpartition(".")
-            parent = block.get_submodule(parent_name)
-            layer = getattr(parent, child) if not child.isdigit() else parent[int(child)]
-            if isinstance(layer, Fp8Linear) or not fp8_shape_ok(layer):
-                continue
-            q = Fp8Linear.from_linear(layer)
-            if child.isdigit():
-                parent[int(child)] = q
-            else:
-                setattr(parent, child, q)
-            count += 1
+    for name in FP8_LINEARS:
+        parent_name, _, child = name.rpartition(".")
+        parent = block.get_submodule(parent_name)
+        layer = getattr(parent, child) if not child.isdigit() else parent[int(child)]
+        if isinstance(layer, Fp8Linear) or not fp8_shape_ok(layer):
+            continue
+        q = Fp8Linear.from_linear(layer)
+        if child.isdigit():
+            parent[int(child)] = q
+        else:
+            setattr(parent, child, q)
+        count += 1
     return count

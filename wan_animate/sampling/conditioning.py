@@ -66,8 +66,9 @@ def encode_prompt(m: ModelBundle, text: str, ids: tuple[torch.Tensor, torch.Tens
         if m.tokenizer is None:
             raise ValueError("no tokenizer loaded and no prompt token ids given")
         ids = m.tokenizer([text])
-    tok, mask = (t.reshape(1, -1).to(m.device) for t in ids)
-    return m.t5.encode(tok, mask)[0]
+    t5_device = next(m.t5.parameters()).device          # the CPU with t5_cpu
+    tok, mask = (t.reshape(1, -1).to(t5_device) for t in ids)
+    return m.t5.encode(tok, mask)[0].to(m.device)
 
 
 @torch.no_grad()
