@@ -56,8 +56,12 @@ class Fp8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x8, sx = quantize_rows(x.reshape(-1, self.in_features))       # [M, K], [M, 1]
-        y = torch._scaled_mm(x8, self.weight.t(), scale_a=sx, scale_b=self.weight_scale[None, :],
-                             out_dtype=self.out_dtype)                 # [M, out]
+        if x8.device.type == "cuda":
+            y = torch._scaled_mm(x8, self.weight.t(), scale_a=sx, scale_b=self.weight_scale[None, :],
+                                 out_dtype=self.out_dtype)             # [M, out]
+        else:   # CPU _scaled_mm has no row-wise scales in every torch: the same product in fp32
+            w = self.weight.float() * self.weight_scale[:, None]
+            y = ((x8.float() * sx) @ w.t()).to(self.out_dtype)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
