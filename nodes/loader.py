@@ -123,6 +123,16 @@ def single_file_names(kind: str) -> list[str]:
     return list(folder_paths.get_filename_list(kind))
 
 
+NO_LORA = "(none)"
+
+
+def lora_spec(name: str | None, strength: float) -> tuple[tuple[str, float], ...]:
+    """The loader's LoRA widgets as ``ModelSpec.loras`` (empty for "(none)" or strength 0)."""
+    if name in (None, "", NO_LORA) or strength == 0:
+        return ()
+    return ((single_file_path("loras", name), float(strength)),)
+
+
 def single_file_path(kind: str, name: str | None) -> str | None:
     """The full path of a listed file, or None for "(official folder)"."""
     if name in (None, OFFICIAL, ""):
@@ -208,6 +218,13 @@ class WanAnimateModelLoader(io.ComfyNode):
                 io.Boolean.Input("t5_cpu", default=False, optional=True,
                                  tooltip="Keep the 11 GB umT5 text encoder on the CPU (the prompt "
                                          "is encoded there once per video)."),
+                io.Combo.Input("lora", options=[NO_LORA, *single_file_names("loras")], default=NO_LORA,
+                               optional=True,
+                               tooltip="A DiT LoRA from ComfyUI/models/loras/ (ComfyUI, kohya, "
+                                       "diffusers or PEFT keys), merged into the weights at load: "
+                                       "e.g. a 4-step distillation LoRA (then steps 4, guidance 1)."),
+                io.Float.Input("lora_strength", default=1.0, min=-4.0, max=4.0, step=0.05, optional=True,
+                               tooltip="Strength of that LoRA (1.0 = as trained)."),
             ],
             outputs=[ModelType.Output(display_name="model")],
         )
@@ -232,10 +249,12 @@ class WanAnimateModelLoader(io.ComfyNode):
                 fsdp: bool, relighting_lora: bool, dit_file: str = OFFICIAL, t5_file: str = OFFICIAL,
                 clip_file: str = OFFICIAL, vae_file: str = OFFICIAL, relight_file: str = OFFICIAL,
                 tokenizer_path: str = "", mode: str = "exact", swap_blocks: int = 0,
-                t5_cpu: bool = False) -> io.NodeOutput:
+                t5_cpu: bool = False, lora: str = "(none)", lora_strength: float = 1.0
+                ) -> io.NodeOutput:
         files = {"dit_file": dit_file, "t5_file": t5_file, "clip_file": clip_file, "vae_file": vae_file,
                  "relight_file": relight_file}
         spec = build_spec(checkpoint, ckpt_path, files, tokenizer_path, gpus=gpus, dtype=dtype,
                           attention=attention, fsdp=fsdp, use_relighting_lora=relighting_lora,
-                          mode=mode, swap_blocks=swap_blocks, t5_cpu=t5_cpu)
+                          mode=mode, swap_blocks=swap_blocks, t5_cpu=t5_cpu,
+                          loras=lora_spec(lora, lora_strength))
         return io.NodeOutput(load_model(spec))

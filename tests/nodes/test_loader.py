@@ -154,3 +154,25 @@ def test_single_file_widgets(loader, nodes, single_files, comfy_models: Path) ->
     model.close()
     with pytest.raises(CheckpointError, match="relighting LoRA asked for but no file"):
         run_node(nodes.WanAnimateModelLoader, **{**args, "relighting_lora": True})
+
+
+def test_speed_memory_and_lora_widgets_reach_the_spec(loader, nodes, comfy_models: Path) -> None:
+    loras = comfy_models / "loras"
+    loras.mkdir()
+    (loras / "distill_4step.safetensors").write_bytes(b"")
+    sys.modules["folder_paths"].add_model_folder_path("loras", str(loras))
+    s = {i.id: i for i in nodes.WanAnimateModelLoader.define_schema().inputs}
+    assert s["lora"].options == [loader.NO_LORA, "distill_4step.safetensors"] and s["lora"].optional
+    assert s["mode"].options == ["exact", "fast"] and s["swap_blocks"].optional and s["t5_cpu"].optional
+    assert loader.lora_spec(loader.NO_LORA, 1.0) == () and loader.lora_spec("distill_4step.safetensors", 0) == ()
+    with pytest.raises(CheckpointError, match="not found in ComfyUI/models/loras/"):
+        loader.lora_spec("missing.safetensors", 1.0)
+    args = {"checkpoint": "Tiny-Animate", "ckpt_path": "", "dtype": "fp32", "attention": "auto",
+            "gpus": 1, "fsdp": True, "relighting_lora": False}
+    (model,) = run_node(nodes.WanAnimateModelLoader, **args, mode="fast", swap_blocks=3, t5_cpu=True,
+                        lora="distill_4step.safetensors", lora_strength=0.8)
+    assert (model.spec.mode, model.spec.swap_blocks, model.spec.t5_cpu) == ("fast", 3, True)
+    assert model.spec.loras == ((str(loras / "distill_4step.safetensors"), 0.8),)
+    (plain,) = run_node(nodes.WanAnimateModelLoader, **args)       # saved workflows without them
+    assert (plain.spec.mode, plain.spec.swap_blocks, plain.spec.t5_cpu, plain.spec.loras) == \
+        ("exact", 0, False, ())
