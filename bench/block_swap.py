@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the repository root
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import GIB, Size, first_blocks, local_attention, materialize  # noqa: E402
+from common import GIB, Size, first_blocks, local_attention, materialize, rel_l2, timed  # noqa: E402
 from dit_step import make_inputs, make_shared  # noqa: E402
 from wan_animate.models.attention import NoSequenceParallel  # noqa: E402
 from wan_animate.models.config import DiTConfig  # noqa: E402
@@ -28,23 +28,6 @@ from wan_animate.models.dit import AnimateDiT  # noqa: E402
 from wan_animate.models.fp8 import quantize_dit  # noqa: E402
 from wan_animate.models.offload import BlockSwap  # noqa: E402
 from wan_animate.models.optimize import compile_blocks  # noqa: E402
-
-
-def timed_runs(run, repeats: int) -> tuple[list[float], torch.Tensor]:
-    ts, out = [], None
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        out = run()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(round(a.elapsed_time(b) / 1e3, 3))
-    return ts, out
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return float((a - b).norm() / b.norm())
 
 
 @torch.no_grad()
@@ -90,11 +73,12 @@ def main() -> None:
         try:
             with first_blocks(model, 5):
                 run()                                   # compile / warm-up on 5 blocks
-            ts, out = timed_runs(run, args.repeats)
+            runs = [timed(run, dev) for _ in range(args.repeats)]
+            ts, out = [round(t, 3) for t, _ in runs], runs[-1][1]
             row.update(times_s=ts, median_s=statistics.median(ts),
                        peak_gib=round(torch.cuda.max_memory_allocated(dev) / GIB, 2))
             if ref is not None:
-                row["rel_l2_vs_resident"] = rel(out.float(), ref.float())
+                row["rel_l2_vs_resident"] = rel_l2(out.float(), ref.float())
         except Exception as e:  # noqa: BLE001 - OOM under the cap etc.: record it
             row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
         torch.cuda.set_per_process_memory_fraction(1.0, dev)

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the repository root
+sys.path.insert(0, str(Path(__file__).resolve().parent))          # bench/ (common.py)
+from common import rel_l2 as rel, timed  # noqa: E402
 from wan_animate.models import flash3  # noqa: E402
 
 HEADS, DIM = 40, 128
@@ -74,24 +76,6 @@ class CudnnFp8Attention:
         return (out.float() * vd).to(torch.bfloat16)
 
 
-def timed(fn, repeats: int = 5) -> float:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b) / 1e3)
-    return statistics.median(ts)
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return float((a - b).norm() / b.norm())
-
-
 @torch.no_grad()
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -125,7 +109,8 @@ def main() -> None:
                 if ref is not None:
                     row["rel_l2_vs_fp32"] = rel(fn(), ref)
                 else:
-                    t = timed(fn)
+                    fn()
+                    t = statistics.median(timed(fn, q.device)[0] for _ in range(5))
                     row.update(ms=round(t * 1e3, 2), tflops=round(flops / t / 1e12, 1),
                                x40_layers_s=round(40 * t, 2))
             except Exception as e:  # noqa: BLE001

@@ -3,15 +3,7 @@
 # on an H200 with `.bench_carry` carried (official Wan2.2 sources, never committed).
 # Extra arguments go to bench_dit.py (e.g. --parts ours,official --backends cudnn).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT="${OUT:-/tmp/bench_out}"
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-# Carried wheels (none are needed today: the official DiT runs with diffusers stand-ins).
-if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}" || exit 1
-fi
+source "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm,clocks.max.sm,temperature.gpu,power.draw,power.limit \
     --format=csv > "$OUT/nvidia-smi.csv" 2>&1
 cat "$OUT/nvidia-smi.csv"

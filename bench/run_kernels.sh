@@ -3,14 +3,7 @@
 # fp8, bf16 and fp8 GEMMs) with their accuracy, then exact/fast mode vs the fp32 reference.
 # FA3 comes as a carried wheel in .whl/ (built as bench/README.md says).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT="${OUT:-/tmp/bench_out}"
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}" || exit 1
-fi
+source "$(dirname "$0")/device_env.sh"
 python3 -c "import torch, flash_attn_interface; print('FA3 import ok', torch.__version__)" 2>&1 | tail -2
 command -v cuobjdump > /dev/null && cuobjdump --list-elf /tmp/site/flash_attn_3/_C.abi3.so 2>&1 | head -5
 python3 bench/bench_dit.py --parts attn --backends cudnn,fa3 --fast fa3_fp8 --repeats 5 \
