@@ -106,6 +106,12 @@ def test_bf16_single_files_equal_the_official_folder(comfy, inputs, official_vid
     assert (plain - official_video).abs().max() > 1e-3
 
 
+def test_single_files_with_block_swap_and_t5_on_cpu(comfy, inputs, official_video):
+    # the DiT loads on the CPU, one block streams per step, umT5 stays on the CPU: same video
+    video = run(spec(comfy, swap_blocks=1, t5_cpu=True), inputs)
+    torch.testing.assert_close(video, official_video, atol=0, rtol=0)
+
+
 def test_fp8_scaled_dit_is_close(ckpt, comfy, official_video, fp8_video):
     ref = dict(LazyTensors.from_index(ckpt, layout.DIT_INDEX))
     deq = cb.load_comfy_dit(comfy["diffusion_models_fp8"], dtype=torch.float32).state_dict()
