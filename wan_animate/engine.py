@@ -178,7 +178,7 @@ class WanAnimateModel:
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
             backend = "fa3_fp8" if self.spec.mode == "fast" and self.spec.attention == "auto" \
-                else self._sdpa()
+                else self.spec.attention
             bundle.dit.set_parallel(NoSequenceParallel(
                 LocalAttention(backend=backend, device=dev, dtype=p.dit,
                                head_dim=bundle.dit.cfg.head_dim)))
@@ -188,9 +188,6 @@ class WanAnimateModel:
                 compile_blocks(bundle.dit)
             self._bundle = bundle
         return self._bundle
-
-    def _sdpa(self) -> str:
-        return self.spec.attention
 
     @property
     def pooled(self) -> bool:
@@ -203,7 +200,7 @@ class WanAnimateModel:
 
         _LOADED[self.spec] = self
         mod = "wan_animate.distributed.animate"
-        cfg = PoolModelConfig(self.spec.ckpt_dir, self.spec.dtype, self._sdpa(),
+        cfg = PoolModelConfig(self.spec.ckpt_dir, self.spec.dtype, self.spec.attention,
                               self.spec.use_relighting_lora, self.spec.fsdp, self.spec.loras,
                               self.spec.comfy_files, self.spec.tokenizer_dir, self.spec.relight_file)
         spec = PoolSpec(

@@ -16,12 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from wan_animate.models.fp8 import E4M3, E4M3_MAX, quantize_absmax
+
 FA3_HEAD_DIMS = (128,)
 """Head dims "auto" sends to FA3: Wan's 128, the one ``bench/build_fa3.sh`` compiles (a full FA3
 build has more; ask for "fa3" explicitly to use them)."""
-E4M3 = torch.float8_e4m3fn
-E4M3_MAX = 448.0
-"""Largest finite float8_e4m3fn value."""
 
 
 _FLASH_ATTN_FUNC = None
@@ -77,10 +76,8 @@ def quantize_heads(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x [B, L, N, D] (any float dtype) -> (x8 [B, L, N, D] float8_e4m3fn, descale [B, N] fp32) with
     x ≈ x8 * descale[:, None, :, None]. An all-zero head gets descale 1.
     """
-    amax = x.abs().amax(dim=(1, 3)).float()                        # [B, N]
-    descale = torch.where(amax > 0, amax / E4M3_MAX, torch.ones_like(amax))
-    x8 = (x.float() / descale[:, None, :, None]).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
-    return x8, descale
+    x8, descale = quantize_absmax(x, (1, 3))                       # descale [B, 1, N, 1]
+    return x8, descale[:, 0, :, 0]
 
 
 def fa3_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -21,11 +21,17 @@ FP8_LINEARS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
 """Linears of each DiT block that the fast mode runs in fp8 (names inside a block)."""
 
 
-def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-wise absmax quantization: x [M, K] -> (x8 [M, K] e4m3, scale [M, 1] fp32), x ≈ x8 * scale."""
-    amax = x.abs().amax(dim=-1, keepdim=True).float()
+def quantize_absmax(x: torch.Tensor, dim: int | tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Absmax e4m3 quantization over ``dim``: x -> (x8 e4m3, scale fp32 with ``dim`` kept as size 1),
+    x ≈ x8 * scale. An all-zero slice gets scale 1."""
+    amax = x.abs().amax(dim=dim, keepdim=True).float()
     scale = torch.where(amax > 0, amax / E4M3_MAX, torch.ones_like(amax))
     return (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3), scale
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise absmax quantization: x [M, K] -> (x8 [M, K] e4m3, scale [M, 1] fp32), x ≈ x8 * scale."""
+    return quantize_absmax(x, -1)
 
 
 class Fp8Linear(nn.Module):
@@ -88,15 +94,10 @@ def quantize_block(block: nn.Module) -> int:
     """Swap the ``FP8_LINEARS`` of one DiT block for :class:`Fp8Linear` (on the block's device)."""
     count = 0
     for name in FP8_LINEARS:
-        parent_name, _, child = name.rpartition(".")
-        parent = block.get_submodule(parent_name)
-        layer = getattr(parent, child) if not child.isdigit() else parent[int(child)]
+        layer = block.get_submodule(name)
         if isinstance(layer, Fp8Linear) or not fp8_shape_ok(layer):
             continue
-        q = Fp8Linear.from_linear(layer)
-        if child.isdigit():
-            parent[int(child)] = q
-        else:
-            setattr(parent, child, q)
+        parent, _, child = name.rpartition(".")
+        setattr(block.get_submodule(parent), child, Fp8Linear.from_linear(layer))  # "0" too (Sequential)
         count += 1
     return count

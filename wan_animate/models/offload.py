@@ -19,6 +19,11 @@ import torch
 from torch import nn
 
 
+def _check_swap(swap: int, n: int) -> None:
+    if not 0 <= swap <= n:
+        raise ValueError(f"swap_blocks must be between 0 and {n} (the DiT's blocks), got {swap}")
+
+
 class BlockSwap:
     """Stream ``blocks[len - swap:]`` from pinned host memory to ``device`` one block ahead.
 
@@ -29,9 +34,7 @@ class BlockSwap:
     def __init__(self, blocks: nn.ModuleList, swap: int, device: torch.device | str) -> None:
         self.device = torch.device(device)
         n = len(blocks)
-        if not 0 <= swap <= n:
-            raise ValueError(f"swap_blocks must be between 0 and {n} (the DiT's blocks), got {swap}")
-        self.blocks = blocks
+        _check_swap(swap, n)
         self.order = list(range(n - swap, n))
         pin = self.device.type == "cuda"
         self.host: dict[int, list[tuple[nn.Parameter, torch.Tensor]]] = {}
@@ -113,19 +116,17 @@ def place_with_swap(dit: nn.Module, swap: int, device: torch.device | str,
 
     device = torch.device(device)
     n = len(dit.blocks)
-    if not 0 <= swap <= n:
-        raise ValueError(f"swap_blocks must be between 0 and {n} (the DiT's blocks), got {swap}")
+    _check_swap(swap, n)
     for i, block in enumerate(dit.blocks):
         block.to(device)
         if fp8:
             quantize_block(block)
         if i >= n - swap:
             block.to("cpu")
-    blocks = set(map(id, dit.blocks))
-    for name, module in dit.named_children():
-        if id(module) not in blocks and name != "blocks":
+    for name, module in dit.named_children():       # everything outside the blocks is resident
+        if name != "blocks":
             module.to(device)
-    for name, p in dit.named_parameters(recurse=False):
+    for p in dit.parameters(recurse=False):
         p.data = p.data.to(device)
     return BlockSwap(dit.blocks, swap, device)
 
