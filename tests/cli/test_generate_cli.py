@@ -45,6 +45,47 @@ def test_generate_bad_input_exit_code(ckpt, tmp_path, capsys):
     assert not list(tmp_path.glob("*.mp4"))
 
 
+@pytest.mark.parametrize("where", ["folder", "read_only", "full"])
+def test_bad_save_file_fails_before_any_model_loads(where, tmp_path, capsys, request):
+    """The destination is checked first: neither the (missing) checkpoint nor the inputs are
+    read, so a bad --save_file costs seconds, not a whole generation."""
+    if where == "folder":
+        save = tmp_path
+    else:
+        save = request.getfixturevalue("read_only_dir" if where == "read_only" else "full_disk") / "o.mp4"
+    code = main(["generate", "--ckpt_dir", str(tmp_path / "no_ckpt"), "--src_root_path",
+                 str(tmp_path / "no_src"), "--save_file", str(save), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"--save_file {save}" in err, err
+    assert ("file name" if where == "folder" else "read-only" if where == "read_only" else "full") in err
+
+
+def test_a_failed_final_write_keeps_the_video(ckpt, tmp_path, capsys, monkeypatch):
+    """If the destination breaks during the run, the finished video lands in the temp folder."""
+    import tempfile
+
+    from wan_animate.sampling import folder as folder_mod
+    src = write_preprocessed(tmp_path / "src", 5, 32, 48)
+    out = tmp_path / "gone" / "out.mp4"
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "rescue"))
+    (tmp_path / "rescue").mkdir()
+    real = folder_mod.save_output
+
+    def save_after_the_folder_became_a_file(video, path, fps):
+        if Path(path).parent == out.parent:         # the user's folder was replaced by a file
+            out.parent.mkdir(exist_ok=True)
+            out.parent.rmdir()
+            out.parent.write_text("now a file")
+        return real(video, path, fps)
+
+    monkeypatch.setattr(folder_mod, "save_output", save_after_the_folder_became_a_file)
+    code = main(["generate", "--ckpt_dir", str(ckpt), "--src_root_path", str(src), "--frame_num", "5",
+                 "--sample_steps", "1", "--save_file", str(out), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and "saved to" in err and str(tmp_path / "rescue" / "out.mp4") in err, err
+    assert read_video(tmp_path / "rescue" / "out.mp4")[0].shape == (5, 32, 48, 3)
+
+
 def test_demo_runs_in_a_fresh_process(tmp_path):
     r = subprocess.run([sys.executable, "-m", "wan_animate.cli", "demo", "--out", str(tmp_path / "d"),
                         "--frames", "17", "--steps", "2"], capture_output=True, text=True, timeout=600,

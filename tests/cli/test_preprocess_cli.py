@@ -54,13 +54,33 @@ def test_cli_writes_the_folder_on_a_real_clip(samples: Path, tmp_path: Path,
     frames, fps = read_video(samples / "replace" / "video.mp4")
     clip = tmp_path / "clip.mp4"
     write_video(clip, frames[::20][:6], fps / 20)          # 6 frames, keeps the test fast
-    out = tmp_path / "job"
+    out = tmp_path / "job"                                 # an existing folder with the user's files
+    (out / "sub").mkdir(parents=True)
+    (out / "important.txt").write_bytes(b"do not lose me")
+    (out / "sub" / "notes.md").write_bytes(b"# notes")
     rc = cli.run(_parse("--video_path", str(clip), "--refer_path", str(samples / "replace" / "image.jpeg"),
                         "--save_path", str(out), "--replace_flag", "--resolution_area", "512", "288",
                         "--fps", "-1", "--quiet"))
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == [
-        "src_bg.mp4", "src_face.mp4", "src_mask.mp4", "src_pose.mp4", "src_ref.png"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "important.txt", "src_bg.mp4", "src_face.mp4", "src_mask.mp4", "src_pose.mp4", "src_ref.png",
+        "sub"]
+    assert (out / "important.txt").read_bytes() == b"do not lose me"
+    assert (out / "sub" / "notes.md").read_bytes() == b"# notes"
     pose, _ = read_video(out / "src_pose.mp4")
     assert pose.shape == (6, 288, 512, 3)
     assert "s/frame" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where", ["file", "read_only", "full"])
+def test_bad_save_path_fails_before_any_work(where: str, tmp_path: Path,
+                                              request: pytest.FixtureRequest) -> None:
+    """Checked before the inputs are even read: the (missing) video is never reached."""
+    if where == "file":
+        save = tmp_path / "taken"
+        save.write_text("a file, not a folder")
+    else:
+        save = request.getfixturevalue("read_only_dir" if where == "read_only" else "full_disk") / "job"
+    with pytest.raises(InputError, match=f"--save_path {save}"):
+        cli.run(_parse("--video_path", str(tmp_path / "missing.mp4"), "--refer_path",
+                       str(tmp_path / "missing.png"), "--save_path", str(save), "--quiet"))

@@ -37,6 +37,10 @@ def test_progress_and_interrupt(nodes, animate_media, fake_comfy) -> None:
     args = dict(few, **SMALL, retarget=False, backend="mediapipe")
     run_node(nodes.WanAnimatePreprocess, **args)
     stages = [(v, t) for v, t, _ in fake_comfy.events]
+    assert stages == [(1, 2), (2, 2)]       # 2 pose frames (the reference is detected only to retarget)
+    fake_comfy.events.clear()
+    run_node(nodes.WanAnimatePreprocess, **dict(args, retarget=True))
+    stages = [(v, t) for v, t, _ in fake_comfy.events]
     assert (1, 1) in stages and stages[-1] == (2, 2)             # reference, then 2 pose frames
     fake_comfy.events.clear()
     fake_comfy.interrupt_at = 1

@@ -26,7 +26,7 @@ def _result(t: int = 3, replace: bool = False) -> PreprocessResult:
 def test_save_writes_the_generate_folder(tmp_path: Path) -> None:
     from wan_animate.preprocess.video_io import read_image, read_video
     out = save_preprocessed(_result(replace=True), tmp_path / "job", lossless=True)
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert names == ["src_bg.mp4", "src_face.mp4", "src_mask.mp4", "src_pose.mp4", "src_ref.png"]
     pose, fps = read_video(out / "src_pose.mp4")
     assert pose.shape == (3, 32, 48, 3) and fps == 30.0
@@ -102,3 +102,30 @@ def test_retarget_does_not_modify_its_inputs() -> None:
         assert a.width == b.width and a.height == b.height
         for f in ("body", "left_hand", "right_hand", "face"):
             assert np.array_equal(getattr(a, f), getattr(b, f))
+
+
+def _no_person_reference() -> np.ndarray:
+    """A flat cartoon-like drawing (a blob with eyes) in which no detector finds a person."""
+    import cv2
+    img = np.full((320, 256, 3), (250, 220, 120), np.uint8)
+    cv2.circle(img, (128, 150), 90, (60, 160, 230), -1)
+    for x in (95, 160):
+        cv2.circle(img, (x, 130), 14, (255, 255, 255), -1)
+        cv2.circle(img, (x, 132), 6, (20, 20, 20), -1)
+    return img
+
+
+def test_stylized_reference_without_a_person_animates(samples: Path) -> None:
+    """The reference's skeleton only serves --retarget_flag: without it, a reference in which
+    no person is found still animates; with it, the error names the reference and the fix."""
+    pytest.importorskip("mediapipe")
+    from wan_animate.preprocess.video_io import read_video
+    frames, fps = read_video(samples / "animate" / "video.mp4")
+    frames = frames[::40][:3]
+    ref = _no_person_reference()
+    opts = PreprocessOptions(resolution_area=(256, 320), fps=-1, backend="mediapipe")
+    res = preprocess(frames, fps / 40, ref, opts)
+    assert res.pose.shape[0] == 3 and res.pose.shape[1:3] == (320, 256)
+    with pytest.raises(InputError, match="reference image: .*no person.*drop --retarget_flag"):
+        preprocess(frames, fps / 40, ref, PreprocessOptions(resolution_area=(256, 320), fps=-1,
+                                                            backend="mediapipe", retarget=True))

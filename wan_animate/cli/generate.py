@@ -85,6 +85,16 @@ def parse_lora(spec: str) -> tuple[str, float]:
                          f"e.g. --lora {path}:0.8") from None
 
 
+def _default_name(args: argparse.Namespace, gpus: int) -> Path:
+    return Path(f"animate-14B_{'replace' if args.replace_flag else 'animate'}_{gpus}_"
+                f"{args.prompt[:50].replace(' ', '_').replace('/', '_')}_{datetime.now():%Y%m%d_%H%M%S}.mp4")
+
+
+def video_bytes(frames: int, height: int, width: int) -> int:
+    """A generous bound on the H.264 output size (crf 17 stays far under a tenth of raw yuv420p)."""
+    return frames * height * width * 3 // 2 // 10 + (1 << 20)
+
+
 def run(args: argparse.Namespace) -> int:
     import os
     import random
@@ -92,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from wan_animate.cli.progress import StepBars
-    from wan_animate.engine import ModelSpec, load_model
-    from wan_animate.sampling.folder import read_preprocessed, save_output
+    from wan_animate.engine import ModelSpec, launched_by_torchrun, load_model
+    from wan_animate.outputs import check_file_destination
+    from wan_animate.sampling.folder import read_preprocessed, save_output_keeping
     from wan_animate.sampling.options import DEFAULT_NEGATIVE_PROMPT, SampleOptions
 
     # under torchrun every rank must use the same seed: a random one comes from the launch
@@ -107,11 +118,15 @@ def run(args: argparse.Namespace) -> int:
                          guide_scale=args.sample_guide_scale, solver=args.sample_solver, seed=seed,
                          color_match=args.color_match)
     opts.validate()
-    inputs = read_preprocessed(args.src_root_path, args.replace_flag)
-    from wan_animate.engine import launched_by_torchrun
-
     torchrun = launched_by_torchrun()
     gpus = int(os.environ["WORLD_SIZE"]) if torchrun else (args.ulysses_size or args.gpus)
+    writes = int(os.environ.get("RANK", "0")) == 0      # rank 0 of a torchrun launch writes
+    out = args.save_file or _default_name(args, gpus)
+    if writes:   # before anything is read or loaded: a bad destination costs no work
+        check_file_destination(out, "--save_file")
+    inputs = read_preprocessed(args.src_root_path, args.replace_flag)
+    if writes:
+        check_file_destination(out, "--save_file", video_bytes(inputs.num_frames, *inputs.size))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"{inputs.num_frames} frames {inputs.size[1]}x{inputs.size[0]} at {inputs.fps:g} fps, "
           f"mode {opts.mode}, seed {seed}, device {device}, gpus {gpus}")
@@ -130,10 +145,7 @@ def run(args: argparse.Namespace) -> int:
         model.close()
     if video is None:          # a rank > 0 of a torchrun launch: rank 0 writes the file
         return 0
-    out = args.save_file or Path(
-        f"animate-14B_{'replace' if args.replace_flag else 'animate'}_{gpus}_"
-        f"{args.prompt[:50].replace(' ', '_').replace('/', '_')}_{datetime.now():%Y%m%d_%H%M%S}.mp4")
     fps = args.fps or inputs.fps
-    save_output(video, out, fps)
+    save_output_keeping(video, out, fps, flag="--save_file")
     print(f"saved {out} ({video.shape[1]} frames at {fps:g} fps) in {time.time() - t0:.1f} s")
     return 0

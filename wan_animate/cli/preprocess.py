@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 NAME = "preprocess"
@@ -15,7 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video_path", required=True, help="driving video (any container FFmpeg reads)")
     p.add_argument("--refer_path", required=True, help="reference image of the character")
     p.add_argument("--save_path", required=True,
-                   help="output folder (written atomically: replaced only when the run succeeds)")
+                   help="output folder, new or existing: its other files are kept; the outputs are "
+                        "written in a staging folder first, so a failed run leaves an earlier result")
     p.add_argument("--ckpt_path", default=None,
                    help="official process_checkpoint folder (det/yolov10m.onnx, pose2d/vitpose_h_wholebody.onnx, "
                         "sam2/sam2_hiera_large.pt, FLUX.1-Kontext-dev/ for --use_flux, mediapipe/*.task for "
@@ -72,8 +72,11 @@ class _Bar:
 
 
 def run(args: argparse.Namespace) -> int:
+    from wan_animate.outputs import check_folder_destination
+    from wan_animate.preprocess.frames import resample_plan
     from wan_animate.preprocess.mask import MaskOptions
-    from wan_animate.preprocess.pipeline import PreprocessOptions, preprocess, save_preprocessed
+    from wan_animate.preprocess.pipeline import (PreprocessOptions, output_bytes, preprocess,
+                                                 save_preprocessed)
     from wan_animate.preprocess.video_io import read_image, read_video
 
     opts = PreprocessOptions(
@@ -83,14 +86,19 @@ def run(args: argparse.Namespace) -> int:
         mask=MaskOptions(k=args.k, iterations=args.iterations, w_len=args.w_len, h_len=args.h_len),
         ckpt_path=args.ckpt_path, backend=args.backend, segmenter=args.segmenter,
         smooth_radius=args.smooth, device=args.device)
+    save_path = check_folder_destination(args.save_path, "--save_path")   # before any work
     reference = read_image(args.refer_path)
     frames, fps = read_video(args.video_path)
+    kept = resample_plan(len(frames), fps, args.fps)[1]
+    area = args.resolution_area[0] * args.resolution_area[1]
+    check_folder_destination(save_path, "--save_path",
+                             output_bytes(kept, area, opts.mode, args.lossless))
     bar = _Bar(args.quiet)
     try:
         result = preprocess(frames, fps, reference, opts, on_progress=bar)
     finally:
         bar.close()
-    out = save_preprocessed(result, Path(args.save_path), lossless=args.lossless)
+    out = save_preprocessed(result, save_path, lossless=args.lossless)
     print(f"wrote {out} ({len(result.pose)} frames at {result.fps:g} fps, backend {result.backend}"
           f"{', mask ' + result.segmenter if result.segmenter else ''}); "
           f"{result.seconds_per_frame:.3f} s/frame")

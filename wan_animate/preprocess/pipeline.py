@@ -5,9 +5,6 @@
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +123,20 @@ def _detect(backend: KeypointBackend, frames: np.ndarray, video: bool, segment: 
         raise InputError(f"{stage}: {e}") from e
 
 
+def _reference_skeleton(backend: KeypointBackend, ref_img: np.ndarray, progress: ProgressFn | None,
+                        cancelled: Callable[[], bool] | None) -> Detections:
+    """Keypoints of the reference image [h, w, 3] (for --retarget_flag)."""
+    det = backend.detect(ref_img[None], video=False, segment=False, cancelled=cancelled,
+                         on_progress=None if progress is None else (lambda d, n: progress("reference", d, n)))
+    try:
+        return fill_missing(det)[0]
+    except InputError:
+        raise InputError(f"reference image: the {backend.name} backend found no person in it, and "
+                         "--retarget_flag needs the reference's skeleton to measure its proportions; "
+                         "drop --retarget_flag (a stylized or non-human character animates without "
+                         "it) or use a reference where the whole body is visible") from None
+
+
 def _metas(det: Detections, h: int, w: int, smooth: int) -> list[PoseMeta]:
     kps = smooth_keypoints(det.keypoints, smooth) if smooth else det.keypoints
     return metas_from_wholebody(kps, w, h, fallback_first=True)
@@ -181,14 +192,16 @@ def preprocess(frames: np.ndarray, fps: float, reference: np.ndarray, options: P
     if options.mode == "replace":
         return _replace(frames, eff_fps, reference, area, backend, options, on_progress, cancelled, t0)
     ref_img = resize_by_area(reference, area, divisor=16)
-    ref_det, _, _ = _detect(backend, ref_img[None], False, False, "reference", on_progress, cancelled)
+    # The reference's skeleton is only used to retarget: a stylized character in which no
+    # person is found (anime, cartoon, animal) animates fine without --retarget_flag.
+    ref_det = _reference_skeleton(backend, ref_img, on_progress, cancelled) if options.retarget else None
     det, no_person, no_face = _detect(backend, frames, True, False, "pose", on_progress, cancelled)
     h, w = frames.shape[1:3]
     metas = _metas(det, h, w, options.smooth_radius)
     faces = _face_crops(frames, metas)
     rh, rw = ref_img.shape[:2]
     edits = None
-    if options.retarget:
+    if ref_det is not None:
         ref_meta = metas_from_wholebody(ref_det.keypoints, rw, rh, fallback_first=True)[0]
         if flux_dir is not None:
             from wan_animate.preprocess.flux_edit import flux_retarget
@@ -249,39 +262,38 @@ def _replace(frames: np.ndarray, fps: float, reference: np.ndarray, area: int,
 
 def save_preprocessed(result: PreprocessResult, folder: str | Path, lossless: bool = False) -> Path:
     """Write ``src_pose.mp4``, ``src_face.mp4``, ``src_ref.png`` (+ ``src_bg.mp4``,
-    ``src_mask.mp4``; + ``refer_edit.png``, ``tpl_edit.png`` with FLUX) into ``folder`` atomically: a temporary sibling folder is filled and
-    renamed, so a failed run leaves no partial set (an existing folder is replaced only on
-    success)."""
+    ``src_mask.mp4``; + ``refer_edit.png``, ``tpl_edit.png`` with FLUX) into ``folder``.
+
+    Other files in ``folder`` are kept byte for byte; the set is written in a staging folder
+    first, so a failed run leaves an earlier result intact (:func:`wan_animate.outputs.write_file_set`).
+    """
+    from wan_animate.outputs import write_file_set
     from wan_animate.preprocess.video_io import write_image, write_video
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)       # mkdtemp makes it private; a normal folder is expected
-    try:
-        write_video(tmp / "src_pose.mp4", result.pose, result.fps, lossless=lossless)
-        write_video(tmp / "src_face.mp4", result.face, result.fps, lossless=lossless)
-        write_image(tmp / "src_ref.png", result.reference)
-        if result.background is not None and result.mask is not None:
-            write_video(tmp / "src_bg.mp4", result.background, result.fps, lossless=lossless)
-            write_video(tmp / "src_mask.mp4", result.mask, result.fps, lossless=lossless)
-        if result.reference_edit is not None and result.template_edit is not None:
-            write_image(tmp / "refer_edit.png", result.reference_edit)
-            write_image(tmp / "tpl_edit.png", result.template_edit)
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            folder.rename(old)
-        tmp.rename(folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+
+    def video(frames: np.ndarray) -> Callable[[Path], object]:
+        return lambda path: write_video(path, frames, result.fps, lossless=lossless)
+
+    def image(img: np.ndarray) -> Callable[[Path], object]:
+        return lambda path: write_image(path, img)
+
+    writers: dict[str, Callable[[Path], object]] = {
+        "src_pose.mp4": video(result.pose), "src_face.mp4": video(result.face),
+        "src_ref.png": image(result.reference)}
+    if result.background is not None and result.mask is not None:
+        writers.update({"src_bg.mp4": video(result.background), "src_mask.mp4": video(result.mask)})
+    if result.reference_edit is not None and result.template_edit is not None:
+        writers.update({"refer_edit.png": image(result.reference_edit),
+                        "tpl_edit.png": image(result.template_edit)})
+    return write_file_set(folder, writers, flag="--save_path")
+
+
+def output_bytes(frames: int, area: int, mode: str, lossless: bool) -> int:
+    """About how many bytes :func:`save_preprocessed` writes for ``frames`` frames of about
+    ``area`` pixels (``--resolution_area`` W * H; a generous bound: H.264 stays well under a tenth of raw RGB,
+    lossless RGB under half)."""
+    videos = 2 if mode == "animate" else 4                  # pose + face (+ bg + mask)
+    raw = frames * (area * 3 * (videos - 1) + FACE_SIZE * FACE_SIZE * 3)
+    return raw // (2 if lossless else 10) + (4 << 20)
 
 
 def read_reference(path: str | Path) -> np.ndarray:
@@ -290,5 +302,5 @@ def read_reference(path: str | Path) -> np.ndarray:
     return read_image(path)
 
 
-__all__ = ["PreprocessOptions", "PreprocessResult", "preprocess", "save_preprocessed",
+__all__ = ["PreprocessOptions", "PreprocessResult", "preprocess", "save_preprocessed", "output_bytes",
            "make_backend", "read_reference"]

@@ -1,6 +1,7 @@
 """The preprocessed folder ``generate`` reads (``src_root_path``) and the video it writes."""
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +54,28 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
 def save_output(video: torch.Tensor, path: str | Path, fps: float) -> Path:
     """Write [3, N, H, W] in [-1, 1] as a browser-playable H.264 mp4 at ``fps``."""
     return write_video(path, to_uint8(video), fps)
+
+
+def save_output_keeping(video: torch.Tensor, path: str | Path, fps: float, flag: str) -> Path:
+    """:func:`save_output`, and when the destination fails anyway (the disk filled up while
+    the video was generated, the folder was removed), the finished video is written to the
+    system's temp folder instead and the error says where it is."""
+    path = Path(path)
+    try:
+        return save_output(video, path, fps)
+    except (OSError, InputError, av_error()) as first:
+        rescue = Path(tempfile.gettempdir()) / path.name
+        try:
+            save_output(video, rescue, fps)
+        except (OSError, InputError, av_error()) as second:
+            raise InputError(f"{flag} {path}: writing the video failed ({first}); saving it to "
+                             f"{rescue} failed too ({second}); free disk space and run again") from first
+        raise InputError(f"{flag} {path}: writing the video failed ({first}); the finished video "
+                         f"was saved to {rescue} instead: move it where you want it") from first
+
+
+def av_error() -> type[Exception]:
+    """PyAV's exception base (its errors are not all OSErrors)."""
+    import av
+
+    return av.error.FFmpegError
