@@ -62,6 +62,35 @@ class SampleOptions:
             raise InputError(f"guide_scale must be >= 1 (1 = no guidance), got {self.guide_scale}")
 
 
+def _check_uint8_rgb(name: str, a: np.ndarray | None) -> None:
+    """Frames cross the engine as uint8 0..255; float 0..1 frames would turn black silently."""
+    if a is None:
+        return
+    a = np.asarray(a)
+    if a.dtype != np.uint8:
+        hint = (" (float frames in 0..1, such as a ComfyUI IMAGE: multiply by 255, round and "
+                "cast to uint8)" if a.dtype.kind == "f" else " (cast to uint8 after clipping to 0..255)")
+        raise InputError(f"{name} must be uint8 RGB in 0..255, got {a.dtype}{hint}")
+
+
+def _check_mask(m: np.ndarray) -> None:
+    """mask: float [N, H, W] in [0, 1] or uint8 (0..255, [N, H, W] or [N, H, W, 3])."""
+    m = np.asarray(m)
+    if m.dtype == np.uint8:
+        return
+    if m.dtype.kind != "f":
+        raise InputError(f"mask must be float in [0, 1] or uint8 0..255, got {m.dtype} "
+                         f"(divide by 255 into a float mask, or cast 0..255 values to uint8)")
+    if not m.size:
+        return
+    if np.isnan(m).any():
+        raise InputError("the mask holds NaN values; a float mask must lie in [0, 1] (1 = character)")
+    lo, hi = float(m.min()), float(m.max())
+    if lo < 0.0 or hi > 1.0:
+        raise InputError(f"a float mask must lie in [0, 1] (1 = character), got values in "
+                         f"[{lo:g}, {hi:g}]: clip it to [0, 1] (or divide a 0..255 mask by 255)")
+
+
 @dataclass
 class AnimateInputs:
     """Preprocessed inputs (what ``src_root_path`` holds), as uint8 RGB arrays.
@@ -98,11 +127,17 @@ class AnimateInputs:
         return m.astype(np.float64) if m.dtype != np.uint8 else m.astype(np.float64) / 255.0
 
     def validate(self, mode: str) -> None:
-        """Check shapes before any heavy work; errors name the input and the fix."""
+        """Check dtypes, ranges and shapes before any heavy work; errors name the input and the fix."""
         for name in ("pose", "face", "reference"):
             a = getattr(self, name)
             if a is None or np.asarray(a).size == 0:
                 raise InputError(f"{name} is empty")
+        for name in ("pose", "face", "reference", "background"):
+            _check_uint8_rgb(name, getattr(self, name))
+        if mode == "replace" and self.mask is not None:
+            _check_mask(self.mask)
+        if np.asarray(self.reference).ndim != 3 or np.asarray(self.reference).shape[-1] != 3:
+            raise InputError(f"reference must be one [h, w, 3] RGB image, got {np.asarray(self.reference).shape}")
         if self.pose.ndim != 4 or self.pose.shape[-1] != 3:
             raise InputError(f"pose video must be [N, H, W, 3], got {self.pose.shape}")
         h, w = self.size
