@@ -6,7 +6,8 @@ import socket
 import pytest
 import torch
 
-from wan_animate.distributed.mesh import Axis, backend_for, build_mesh, free_port
+from wan_animate.distributed.endpoints import free_port
+from wan_animate.distributed.mesh import Axis, backend_for, build_mesh
 from wan_animate.distributed.pool import WorkerPool
 from wan_animate.distributed.protocol import Job, PoolSpec
 

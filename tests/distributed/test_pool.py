@@ -177,6 +177,49 @@ def test_sigkill_mid_job(pool):
     assert pool.starts == starts + 1 and not set(pool.pids) & set(old)
 
 
+def test_stopped_rank_is_reported_by_rank(caplog):
+    """A rank stopped (SIGSTOP), not dead: reported within the grace, naming the rank, and a
+    Ctrl-C-style cancel that waits for it says whom it waits for."""
+    pool = WorkerPool(_spec(stopped_grace_s=2.0))
+    try:
+        pool.start()
+        old = pool.pids
+
+        def stop_rank1(ev):
+            if ev.step == 2:
+                os.kill(old[1], signal.SIGSTOP)
+
+        t0 = time.monotonic()
+        with pytest.raises(WorkerDied, match=r"rank 1 \(pid \d+\) has been stopped for \d+ s") as info:
+            pool.submit(Job("denoise", {"steps": 50, "sleep": 0.2}), on_step=stop_rank1)
+        assert time.monotonic() - t0 < 20
+        assert info.value.rank == 1
+        assert not _children() & set(old)                  # the stopped rank was killed too
+        assert pool.submit(Job("denoise", {"steps": 2}))["total"] == 6.0   # a fresh pool
+
+        old = pool.pids
+        flag = {"cancel": False}
+
+        def stop_then_cancel(ev):
+            if ev.step == 2:
+                os.kill(old[1], signal.SIGSTOP)
+                flag["cancel"] = True
+
+        caplog.set_level("WARNING", logger="wan_animate.distributed")
+        pool2 = WorkerPool(_spec(stopped_grace_s=12.0))    # long enough to see the waiting note
+        pool.close()
+        pool2.start()
+        old = pool2.pids
+        with pytest.raises(WorkerDied, match="rank 1 .*stopped"):
+            pool2.submit(Job("denoise", {"steps": 50, "sleep": 0.2}), on_step=stop_then_cancel,
+                         cancelled=lambda: flag["cancel"])
+        notes = [r.getMessage() for r in caplog.records if "still waiting for ranks" in r.getMessage()]
+        assert notes and "stopped: ranks [1]" in notes[0], notes
+        pool2.close()
+    finally:
+        pool.close()
+
+
 def test_unknown_kind_and_startup_failures():
     before = _children()
     with pytest.raises(ValueError, match="no handler for job kind 'nope'"):

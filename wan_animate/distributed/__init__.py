@@ -9,7 +9,9 @@ The only package that imports ``torch.distributed``. Modules:
 - :mod:`.worker`: ``worker_main`` (one loop per rank), ``WorkerEnv``, ``JobContext``
   (``ctx.step(clip, step, total)``), ``InlineExecutor`` (same jobs under ``torchrun``).
 - :mod:`.mesh`: ``Axis``, ``build_mesh`` (``(cfg, sp)`` mesh + flattened ``fsdp``),
-  ``backend_for``, ``free_port``.
+  ``backend_for``.
+- :mod:`.endpoints`: where a spawned pool listens (loopback only): ``rendezvous_store``,
+  ``pin_to_loopback``, ``free_port``.
 - :mod:`.ulysses`: ``UlyssesSequenceParallel`` (the ``SequenceParallel`` layout) and
   ``UlyssesAttention``; ``valid_sp_sizes``, ``check_heads``.
 - :mod:`.parallelize`: ``ParallelConfig``, ``parallelize_dit`` (SP layout -> ``fully_shard``

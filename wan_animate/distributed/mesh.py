@@ -1,4 +1,4 @@
-"""Device meshes named by role, the process-group backend, and loopback rendezvous helpers.
+"""Device meshes named by role and the process-group backend.
 
 A pool of ``world`` ranks is laid out as a 2-D mesh ``(cfg, sp)``:
 
@@ -14,7 +14,6 @@ a tensor dimension.
 """
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from enum import Enum
 
@@ -41,13 +40,6 @@ def backend_for(device_type: str) -> str:
     if device_type == "cpu":
         return "gloo"
     raise ValueError(f"unsupported device type {device_type!r}; expected 'cuda' or 'cpu'")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

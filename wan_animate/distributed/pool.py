@@ -7,7 +7,8 @@ Lifecycle::
     WorkerPool.release()             # or pool.close(): idempotent, no child process left
 
 - Processes come from the ``spawn`` context; rank 0 hosts the rendezvous TCP store on a free
-  loopback port; NCCL on CUDA, gloo on CPU (see :mod:`.worker`).
+  loopback port; NCCL on CUDA, gloo on CPU (see :mod:`.worker`); every socket of the pool is
+  on loopback (:mod:`.endpoints`).
 - The control channel is one duplex pipe per worker; an idle pool blocks on pipes, so nothing
   can time out while idle. Each worker also holds a *death pipe* whose other end only the
   parent holds: a worker exits by itself when the parent dies.
@@ -37,30 +38,20 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any, ClassVar
 
-from wan_animate.distributed.mesh import free_port
+from wan_animate.distributed.endpoints import free_port
+from wan_animate.distributed.liveness import StoppedRanks, exit_text, process_state
 from wan_animate.distributed.protocol import (Cancel, Done, Failed, Job, PoolClosed, PoolSpec,
                                               Ready, Shutdown, Status, StepEvent, WorkerDied,
                                               WorkerError)
-from wan_animate.distributed.worker import EXIT_BROKEN, EXIT_ORPHANED, worker_main
+from wan_animate.distributed.worker import worker_main
 from wan_animate.errors import Cancelled, ParallelConfigError
 
 log = logging.getLogger("wan_animate.distributed")
 
 _POLL_S = 0.05  # how often a waiting submit checks ``cancelled()`` and its deadlines
 _START_ATTEMPTS = 3  # a free port can be taken between choosing it and binding it
-
-
-def exit_text(code: int | None) -> str:
-    """``-9`` -> ``"-9 (SIGKILL)"``; names the orphan/broken exit codes of workers."""
-    if code is None:
-        return "unknown"
-    if code < 0:
-        try:
-            return f"{code} ({signal.Signals(-code).name})"
-        except ValueError:
-            return str(code)
-    names = {EXIT_ORPHANED: "parent gone", EXIT_BROKEN: "control group failed"}
-    return f"{code} ({names[code]})" if code in names else str(code)
+_STATE_POLL_S = 1.0  # how often the monitor looks for stopped ranks
+_CANCEL_NOTE_S = 10.0  # how often a waiting cancel says whom it waits for
 
 
 @contextmanager
@@ -92,6 +83,7 @@ class _JobState:
     interrupt: BaseException | None = None
     deadline: float | None = None
     deadline_why: str = ""
+    noted: float = 0.0  # when the last "still waiting" note of a cancel was logged
 
     def progress(self) -> str:
         if self.last is None:
@@ -153,7 +145,11 @@ class _Workers:
         ready: dict[int, Ready] = {}
         by_conn = {c: r for r, c in enumerate(self.conns)}
         by_sentinel = {p.sentinel: r for r, p in enumerate(self.procs)}
+        stopped = StoppedRanks(self.procs, spec.stopped_grace_s)
         while len(ready) < spec.world_size:
+            hung = stopped.check()
+            if hung is not None:
+                raise WorkerDied(f"{hung} during startup ({phase[hung.rank]})", hung.rank, None)
             left = deadline - time.monotonic()
             if left <= 0:
                 stalled = "; ".join(f"rank {r}: {phase[r]}" for r in sorted(phase) if r not in ready)
@@ -161,7 +157,7 @@ class _Workers:
                                   f"{spec.world_size} ranks not ready after "
                                   f"{spec.start_timeout_s:.0f} s (stuck in: {stalled})")
             for obj in wait([c for c, r in by_conn.items() if r not in ready] + list(by_sentinel),
-                            timeout=left):
+                            timeout=min(left, _STATE_POLL_S)):
                 if obj in by_sentinel:
                     rank = by_sentinel[obj]
                     self.procs[rank].join(1)
@@ -190,19 +186,30 @@ class _Workers:
         return [ready[r] for r in range(spec.world_size)]
 
     def _watch(self) -> None:
-        """Monitor thread: record the first dead rank, then stop the others."""
+        """Monitor thread: record the first dead or stopped rank, then stop the others."""
         by_sentinel = {p.sentinel: r for r, p in enumerate(self.procs)}
-        ready = wait([*by_sentinel, self._stop_r])
-        if self.closing or self._stop_r in ready:
-            return
-        rank = min(by_sentinel[s] for s in ready if s in by_sentinel)
-        proc = self.procs[rank]
-        proc.join(1)
-        code = proc.exitcode
-        hint = " (killed: out of memory?)" if code == -signal.SIGKILL else ""
-        self.failure = WorkerDied(
-            f"rank {rank} (pid {proc.pid}) died with exit code {exit_text(code)}{hint}; the pool "
-            f"was shut down and the next job starts a fresh one", rank, code)
+        stopped = StoppedRanks(self.procs, self.spec.stopped_grace_s)
+        while True:
+            ready = wait([*by_sentinel, self._stop_r], timeout=_STATE_POLL_S)
+            if self.closing or self._stop_r in ready:
+                return
+            if ready:
+                rank = min(by_sentinel[s] for s in ready if s in by_sentinel)
+                proc = self.procs[rank]
+                proc.join(1)
+                code = proc.exitcode
+                hint = " (killed: out of memory?)" if code == -signal.SIGKILL else ""
+                self._fail(WorkerDied(f"rank {rank} (pid {proc.pid}) died with exit code "
+                                      f"{exit_text(code)}{hint}", rank, code))
+                return
+            hung = stopped.check()
+            if hung is not None:
+                self._fail(hung)
+                return
+
+    def _fail(self, failure: WorkerDied) -> None:
+        self.failure = WorkerDied(f"{failure}; the pool was shut down and the next job starts a "
+                                  f"fresh one", failure.rank, failure.exitcode)
         log.error("%s", self.failure)
         self.died.set()
         self._stop_processes(grace_s=2.0)
@@ -270,14 +277,27 @@ class _Workers:
         return self._result(st)
 
     def _interrupt(self, st: _JobState, e: BaseException) -> None:
-        log.warning("job %d interrupted (%s); cancelling it", st.job.job_id, type(e).__name__)
+        log.warning("job %d interrupted (%s); cancelling it after the current step (Ctrl-C "
+                    "again stops the pool at once)", st.job.job_id, type(e).__name__)
         st.interrupt = e
         self._cancel(st)
+
+    def _note_cancel_wait(self, st: _JobState) -> None:
+        """While a cancel waits for the ranks, say every ``_CANCEL_NOTE_S`` whom it waits for."""
+        now = time.monotonic()
+        if now - st.noted < _CANCEL_NOTE_S:
+            return
+        st.noted = now
+        stopped = [r for r in sorted(st.pending) if process_state(self.procs[r].pid) in ("T", "t")]
+        log.warning("cancelling job %d: still waiting for ranks %s to finish their step (%s%s); "
+                    "Ctrl-C again stops the pool at once", st.job.job_id, sorted(st.pending),
+                    st.progress(), f"; stopped: ranks {stopped}" if stopped else "")
 
     def _cancel(self, st: _JobState) -> None:
         if st.cancel_sent:
             return
         st.cancel_sent = True
+        st.noted = time.monotonic()
         if st.deadline is None:
             st.deadline = time.monotonic() + self.spec.cancel_timeout_s
             st.deadline_why = (f"cancel: not every rank reached a step boundary within "
@@ -334,6 +354,8 @@ class _Workers:
             else:
                 if stop:
                     self._cancel(st)
+        if st.cancel_sent and st.pending:
+            self._note_cancel_wait(st)
         if st.pending and st.deadline is not None and time.monotonic() > st.deadline:
             why = st.deadline_why.replace("{pending}", str(sorted(st.pending)))
             self.shutdown(graceful=False)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from wan_animate.distributed.endpoints import check_loopback
 from wan_animate.errors import WanAnimateError
 
 DeviceType = Literal["cuda", "cpu"]
@@ -53,6 +54,9 @@ class PoolSpec:
         cancel_timeout_s: after an interrupt of the caller, how long to wait for the ranks to
             agree and return before the pool is torn down.
         shutdown_timeout_s: how long ``close()`` waits for a clean exit before terminating.
+        stopped_grace_s: a rank whose process stays stopped (SIGSTOP, Ctrl-Z, a debugger) this
+            long is reported by rank and the pool is shut down (the others would wait for it
+            until ``collective_timeout_s``).
         host: rendezvous address (loopback for a single-node pool).
         import_main: re-import the parent's ``__main__`` script in each worker (spawn's default).
             False keeps e.g. ComfyUI's ``main.py`` from running again in every worker; the
@@ -72,6 +76,7 @@ class PoolSpec:
     abort_grace_s: float = 15.0
     cancel_timeout_s: float = 600.0
     shutdown_timeout_s: float = 15.0
+    stopped_grace_s: float = 20.0
     host: str = "127.0.0.1"
     import_main: bool = False
     log_level: str = "INFO"
@@ -84,6 +89,7 @@ class PoolSpec:
                 raise ValueError(f"PoolSpec: expected 'package.module:function', got {path!r}")
         if self.world_size < 1:
             raise ValueError(f"PoolSpec.world_size must be >= 1, got {self.world_size}")
+        check_loopback(self.host)
         if self.device_type not in ("cuda", "cpu"):
             raise ValueError(f"PoolSpec.device_type must be 'cuda' or 'cpu', got {self.device_type!r}")
         if self.device_ids is not None:
@@ -93,7 +99,7 @@ class PoolSpec:
                                  f"devices")
             object.__setattr__(self, "device_ids", ids)
         for name in ("start_timeout_s", "rendezvous_timeout_s", "collective_timeout_s",
-                     "abort_grace_s", "cancel_timeout_s", "shutdown_timeout_s"):
+                     "abort_grace_s", "cancel_timeout_s", "shutdown_timeout_s", "stopped_grace_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"PoolSpec.{name} must be > 0, got {getattr(self, name)}")
 

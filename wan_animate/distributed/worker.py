@@ -61,6 +61,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed import ProcessGroup
 
+from wan_animate.distributed.endpoints import pin_to_loopback, rendezvous_store
 from wan_animate.distributed.mesh import backend_for, device_for
 from wan_animate.distributed.protocol import (Cancel, Done, Failed, Job, PoolSpec, Ready,
                                               Shutdown, Status, StepEvent, WorkerError, resolve)
@@ -250,11 +251,13 @@ def _init_groups(rank: int, world: int, device: torch.device, spec: PoolSpec,
 
 
 def init_pool_rank(rank: int, spec: PoolSpec, port: int) -> WorkerEnv:
-    """Rendezvous on ``spec.host:port`` (rank 0 hosts the TCP store) and create the groups."""
+    """Rendezvous on ``spec.host:port`` (rank 0 hosts the TCP store) and create the groups;
+    every socket on loopback (:mod:`.endpoints`)."""
     device = device_for(spec.device_type, spec.device_index(rank))
+    pin_to_loopback()
     try:
-        store = dist.TCPStore(spec.host, port, spec.world_size, is_master=rank == 0,
-                              timeout=timedelta(seconds=spec.rendezvous_timeout_s))
+        store = rendezvous_store(spec.host, port, spec.world_size, rank,
+                                 timedelta(seconds=spec.rendezvous_timeout_s))
     except Exception as e:  # RuntimeError / DistNetworkError / DistStoreError by version
         raise RuntimeError(
             f"rendezvous stalled: rank {rank} could not meet the other {spec.world_size - 1} "
