@@ -64,3 +64,24 @@ def test_missing_folder_and_vae(ckpt, tmp_path):
     (ckpt / layout.VAE_FILE).unlink()
     with pytest.raises(CheckpointError, match="Wan2.1_VAE.pth"):
         load_bundle(ckpt)
+
+
+def test_config_and_relighting_errors_say_how_to_fix(ckpt):
+    (ckpt / layout.RELIGHT_LORA_FILE).unlink()
+    dit = load_dit(ckpt)
+    with pytest.raises(CheckpointError, match=r"relighting_lora.ckpt; fetch it with `wan-animate "
+                                              r"setup download --with relight --local_dir "):
+        load_relighting_lora(dit, ckpt)
+    config = ckpt / "config.json"
+    config.write_text("{not json")
+    with pytest.raises(CheckpointError, match="invalid DiT config .*--force-redownload"):
+        load_dit(ckpt)
+    config.unlink()
+    with pytest.raises(CheckpointError, match="missing DiT config: .*setup download --with core"):
+        load_dit(ckpt)
+
+
+def test_missing_vae_says_how_to_fetch_it(ckpt):
+    (ckpt / layout.VAE_FILE).unlink()
+    with pytest.raises(CheckpointError, match="setup download --with core"):
+        load_bundle(ckpt)

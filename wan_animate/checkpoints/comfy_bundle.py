@@ -254,7 +254,9 @@ def lora_list(use_relighting_lora: bool, relight_file: str | None,
         raise CheckpointError("relighting LoRA asked for but no file given: with ComfyUI single files "
                               "pick models/loras/wan2.2_animate_14B_relight_lora_bf16.safetensors")
     if not Path(relight_file).is_file():
-        raise CheckpointError(f"relighting LoRA file not found: {relight_file}")
+        raise CheckpointError(f"relighting LoRA file not found: {relight_file}; put "
+                              f"wan2.2_animate_14B_relight_lora_bf16.safetensors in ComfyUI/models/loras/ "
+                              f"and pick it as relight_file, or turn use_relighting_lora off")
     return ((str(relight_file), 1.0), *loras)
 
 

@@ -32,6 +32,14 @@ def _first(keys: Iterable[str]) -> str:
     return ", ".join(keys[:_SHOW]) + more
 
 
+def missing_file(path: Path) -> str:
+    """The message for a checkpoint file that is not there, with the command that fetches it."""
+    group = "relight" if path.name == "relighting_lora.ckpt" else "core"
+    return (f"missing checkpoint file: {path}; fetch it with `wan-animate setup download --with "
+            f"{group} --local_dir {path.parent}` (`wan-animate setup status --local_dir "
+            f"{path.parent}` lists every missing file and what it disables)")
+
+
 def read_safetensors(path: str | Path, keys: Iterable[str] | None = None,
                      device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Read all (or only ``keys``) tensors of one safetensors file."""
@@ -39,7 +47,7 @@ def read_safetensors(path: str | Path, keys: Iterable[str] | None = None,
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"missing checkpoint file: {path}")
+        raise CheckpointError(missing_file(path))
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             names = list(f.keys()) if keys is None else list(keys)
@@ -115,12 +123,14 @@ class LazyTensors(Mapping[str, torch.Tensor]):
 
         path = Path(path)
         if not path.is_file():
-            raise CheckpointError(f"missing checkpoint file: {path}")
+            raise CheckpointError(missing_file(path))
         try:
             with safe_open(str(path), framework="pt") as f:
                 keys = list(f.keys())
         except Exception as e:
-            raise CheckpointError(f"cannot read {path}: {e}; re-download it") from e
+            raise CheckpointError(f"cannot read {path}: {e}; the file is corrupt or incomplete: "
+                                  f"re-download it (`wan-animate setup verify`, then "
+                                  f"`wan-animate setup download --force-redownload`)") from e
         return cls({k: path for k in keys}, device)
 
 
@@ -138,7 +148,7 @@ def read_pth(path: str | Path, wrapper_keys: tuple[str, ...] = ()) -> dict[str, 
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"missing checkpoint file: {path}")
+        raise CheckpointError(missing_file(path))
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # pickle errors, unsafe globals, truncated zip

@@ -143,11 +143,16 @@ class DiTConfig:
     def from_json(cls, path: str | Path) -> DiTConfig:
         path = Path(path)
         if not path.is_file():
-            raise CheckpointError(f"missing DiT config: {path}")
+            raise CheckpointError(f"missing DiT config: {path}; the checkpoint folder is incomplete: "
+                                  f"`wan-animate setup download --with core --local_dir {path.parent}` "
+                                  f"fetches it (for ComfyUI single files, pick dit_file etc. in the "
+                                  f"loader instead of a folder)")
         try:
             return cls.from_dict(json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: invalid DiT config ({e})") from e
+            raise CheckpointError(f"{path}: invalid DiT config ({e}); it is damaged or from another "
+                                  f"model: `wan-animate setup download --with core --force-redownload "
+                                  f"--local_dir {path.parent}` restores the official one") from e
 
     def to_dict(self) -> dict[str, Any]:
         """Official ``config.json`` content, plus our overrides when they differ from official."""
