@@ -21,9 +21,8 @@ from wan_animate.errors import CheckpointError, InputError, ParallelConfigError,
 from wan_animate.sampling.generate import AnimateLatent
 from wan_animate.sampling.options import AnimateInputs, SampleOptions, StepEvent
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-ATTENTION = ("auto", "sdpa", "fa3", "cudnn", "flash", "efficient", "math")
-MODES = ("exact", "fast")
+from wan_animate.placement import (ATTENTION, DTYPES, MODES, Placement, encoder_devices,  # noqa: F401
+                                   park_encoders, precision)
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,22 @@ class ModelSpec:
     """DiT blocks kept in host memory and streamed to the GPU per step (one GPU; 24 GB cards)."""
     t5_cpu: bool = False
     """Keep umT5-XXL (11 GB) on the CPU; prompts are encoded there once per video."""
+    encoders: str = "auto"
+    """umT5 / CLIP between encodes: "auto" (= "parked" on CUDA: pinned host memory, a GPU visit
+    per new prompt / reference), "gpu" (resident)."""
+
+    @property
+    def pooled(self) -> bool:
+        """The DiT runs on the worker pool (several GPUs, a pool of one, or a torchrun launch)."""
+        return self.gpus > 1 or self.use_pool or launched_by_torchrun()
+
+    def placement(self) -> Placement:
+        """Where every network lives (:meth:`Placement.resolve`: the one placement check)."""
+        return Placement.resolve(device_type=self.resolved_device().type, gpus=self.gpus,
+                                 pooled=self.pooled, dtype=self.dtype, attention=self.attention,
+                                 mode=self.mode, compile=self.compile,
+                                 swap_blocks=self.swap_blocks, t5_cpu=self.t5_cpu, fsdp=self.fsdp,
+                                 encoders=self.encoders)
 
     def comfy(self):  # noqa: ANN201 - ComfyFiles | None, imported lazily
         """The single files as :class:`~wan_animate.checkpoints.comfy_bundle.ComfyFiles` (or None)."""
@@ -91,28 +106,10 @@ class ModelSpec:
         elif not folder.is_dir():
             raise CheckpointError(f"checkpoint folder not found: {folder}; download it with "
                                   f"`wan-animate setup download --local_dir {folder}`")
-        if self.dtype not in ("auto", *DTYPES):
-            raise InputError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {self.dtype!r}")
-        if self.compile not in ("auto", "on", "off"):
-            raise InputError(f"compile must be auto, on or off; got {self.compile!r}")
-        if self.attention not in ATTENTION:
-            raise InputError(f"attention must be one of {', '.join(ATTENTION)}; got {self.attention!r}")
-        if self.mode not in MODES:
-            raise InputError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
-        if self.swap_blocks and (self.gpus > 1 or self.use_pool):
-            raise InputError("swap_blocks streams DiT blocks into one GPU; with several GPUs the "
-                             "DiT is already sharded: set swap_blocks 0")
-        if not 0 <= self.swap_blocks <= 40:
-            raise InputError(f"swap_blocks must be between 0 and 40 (the DiT's blocks), got "
-                             f"{self.swap_blocks}")
-        if self.mode == "fast" and (self.gpus > 1 or self.use_pool):
-            raise InputError("mode 'fast' (fp8) runs on one GPU in this process; set gpus=1 "
-                             "(and no pool), or use mode 'exact' across several GPUs")
+        self.placement()
         for path, _ in self.loras:
             if not Path(path).exists():
                 raise CheckpointError(f"LoRA file not found: {path}")
-        if self.gpus < 1:
-            raise ParallelConfigError(f"gpus must be >= 1, got {self.gpus}")
         from wan_animate.models.config import DiTConfig
         from wan_animate.checkpoints import layout
 
@@ -141,22 +138,16 @@ class WanAnimateModel:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _models(self):  # noqa: ANN202 - ModelBundle, imported lazily
-        from wan_animate.checkpoints.official import Precision, load_bundle
+        from wan_animate.checkpoints.official import load_bundle
 
         if self._bundle is None:
             _LOADED[self.spec] = self     # a handle ComfyUI cached may reload: track it again
             dev = self.spec.resolved_device()
-            p = Precision.for_device(dev)
-            if self.spec.dtype != "auto":
-                d = DTYPES[self.spec.dtype]
-                p = Precision(dit=d, t5=d, clip=p.clip, vae=p.vae, batch=p.batch)
-            files = self.spec.comfy()
-            if files is not None:
-                from wan_animate.checkpoints.comfy_bundle import load_comfy_bundle
-
+            pl = self.spec.placement()
+            p = precision(pl)
             # block swap: the DiT loads on the CPU and only its resident part moves to the GPU
-            where = {"dit_device": "cpu" if self.spec.swap_blocks else None,
-                     "t5_device": "cpu" if self.spec.t5_cpu else None}
+            where = {"dit_device": "cpu" if pl.swap_blocks else None, **encoder_devices(pl, dev)}
+            files = self.spec.comfy()
             if files is not None:
                 from wan_animate.checkpoints.comfy_bundle import load_comfy_bundle
 
@@ -166,23 +157,23 @@ class WanAnimateModel:
                 bundle = load_bundle(self.spec.ckpt_dir, dev, p,
                                      use_relighting_lora=self.spec.use_relighting_lora,
                                      loras=self.spec.loras, **where)
-            if self.spec.swap_blocks:
+            park_encoders(bundle, pl)
+            if pl.swap_blocks:
                 from wan_animate.models.offload import place_with_swap
 
-                bundle.dit.set_block_runner(place_with_swap(
-                    bundle.dit, self.spec.swap_blocks, dev, fp8=self.spec.mode == "fast"))
-            elif self.spec.mode == "fast":
+                bundle.dit.set_block_runner(place_with_swap(bundle.dit, pl.swap_blocks, dev,
+                                                            fp8=pl.fp8))
+            elif pl.fp8:
                 from wan_animate.models.fp8 import quantize_dit
 
                 quantize_dit(bundle.dit)
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
-            backend = "fa3_fp8" if self.spec.mode == "fast" and self.spec.attention == "auto" \
-                else self.spec.attention
+            backend = "fa3_fp8" if pl.fp8 and pl.attention == "auto" else pl.attention
             bundle.dit.set_parallel(NoSequenceParallel(
                 LocalAttention(backend=backend, device=dev, dtype=p.dit,
                                head_dim=bundle.dit.cfg.head_dim)))
-            if self.spec.compile == "on" or (self.spec.compile == "auto" and dev.type == "cuda"):
+            if pl.compile:
                 from wan_animate.models.optimize import compile_blocks
 
                 compile_blocks(bundle.dit)
@@ -191,7 +182,7 @@ class WanAnimateModel:
 
     @property
     def pooled(self) -> bool:
-        return self.spec.gpus > 1 or self.spec.use_pool
+        return self.spec.pooled
 
     def _pool(self):  # noqa: ANN202 - WorkerPool, imported lazily
         from wan_animate.distributed.animate import PoolModelConfig
@@ -200,8 +191,8 @@ class WanAnimateModel:
 
         _LOADED[self.spec] = self
         mod = "wan_animate.distributed.animate"
-        cfg = PoolModelConfig(self.spec.ckpt_dir, self.spec.dtype, self.spec.attention,
-                              self.spec.use_relighting_lora, self.spec.fsdp, self.spec.loras,
+        cfg = PoolModelConfig(self.spec.ckpt_dir, self.spec.placement(),
+                              self.spec.use_relighting_lora, self.spec.loras,
                               self.spec.comfy_files, self.spec.tokenizer_dir, self.spec.relight_file)
         spec = PoolSpec(
             factory=f"{mod}:load_state", config=cfg, world_size=self.spec.gpus,

@@ -96,3 +96,39 @@ def test_block_swap_streams_on_gpu(folder):
     with torch.no_grad():
         for _ in range(2):                                # the second step uses the prefetch
             torch.testing.assert_close(model(t=t, **inputs), ref, atol=0, rtol=0)
+
+
+def _tiny_t5(tmp_path, device, dtype):
+    from wan_animate.checkpoints.official import load_t5
+    from wan_animate.checkpoints.tiny import write_tiny_checkpoint
+    return load_t5(write_tiny_checkpoint(tmp_path / "tiny"), device, dtype)
+
+
+def test_parked_encoder_on_cpu_stays_put_and_computes_the_same(tmp_path):
+    from wan_animate.models.offload import Parked
+    t5 = _tiny_t5(tmp_path, "cpu", torch.float32)
+    ids, mask = torch.randint(1, 50, (1, 12)), torch.ones(1, 12, dtype=torch.long)
+    ref = t5(ids, mask)
+    parked = Parked(t5, "cpu")
+    with parked.visiting() as m:
+        assert m is t5
+        torch.testing.assert_close(m(ids, mask), ref, atol=0, rtol=0)
+    assert parked.host_bytes() == sum(p.numel() * 4 for p in t5.parameters()) + \
+        sum(b.numel() * b.element_size() for b in t5.buffers())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (pinned memory)")
+def test_parked_encoder_holds_no_gpu_memory_between_visits(tmp_path):
+    from wan_animate.models.offload import Parked
+    t5 = _tiny_t5(tmp_path, "cuda", torch.bfloat16)
+    ids, mask = torch.randint(1, 50, (1, 12), device="cuda"), torch.ones(1, 12, dtype=torch.long, device="cuda")
+    ref = t5(ids, mask)
+    parked = Parked(t5, "cuda")
+    base = torch.cuda.memory_allocated()
+    assert all(p.device.type == "cpu" and p.is_pinned() for p in t5.parameters())
+    with parked.visiting() as m:
+        assert torch.cuda.memory_allocated() > base
+        out = m(ids, mask)
+    del m
+    assert torch.cuda.memory_allocated() <= base + out.numel() * out.element_size()
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)

@@ -264,12 +264,13 @@ def load_comfy_bundle(files: ComfyFiles, device: torch.device | str = "cpu", pre
                       use_relighting_lora: bool = False, relight_file: str | None = None,
                       loras: tuple[tuple[str, float], ...] = (), with_dit: bool = True,
                       dit_device: torch.device | str | None = None,
-                      t5_device: torch.device | str | None = None) -> ModelBundle:
+                      t5_device: torch.device | str | None = None,
+                      clip_device: torch.device | str | None = None) -> ModelBundle:
     """Every network from ComfyUI single files, ready for :func:`generate`.
 
     ``precision``: :class:`official.Precision` (default: for the device). ``with_dit=False``
     leaves the DiT on meta (the worker pool loads its own shards). ``dit_device`` /
-    ``t5_device``: where those two load instead of ``device``.
+    ``t5_device`` / ``clip_device``: where those load instead of ``device``.
     """
     from wan_animate.checkpoints.official import Precision, apply_loras
 
@@ -286,7 +287,7 @@ def load_comfy_bundle(files: ComfyFiles, device: torch.device | str = "cpu", pre
             dit = AnimateDiT(dit_config(files.dit))
     return ModelBundle(dit=dit, vae=load_comfy_vae(files.vae, device, p.vae),
                        t5=load_comfy_t5(files.t5, t5_device or device, p.t5),
-                       clip=load_comfy_clip(files.clip, device, p.clip),
+                       clip=load_comfy_clip(files.clip, clip_device or device, p.clip),
                        tokenizer=tokenizer, device=device, dtype=p.batch)
 
 

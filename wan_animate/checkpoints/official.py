@@ -152,12 +152,13 @@ def load_bundle(folder: str | Path, device: torch.device | str = "cpu",
                 precision: Precision | None = None, use_relighting_lora: bool = False,
                 with_dit: bool = True, loras: tuple[tuple[str, float], ...] = (),
                 dit_device: torch.device | str | None = None,
-                t5_device: torch.device | str | None = None) -> ModelBundle:
+                t5_device: torch.device | str | None = None,
+                clip_device: torch.device | str | None = None) -> ModelBundle:
     """Every network of an official-layout folder, ready for :func:`generate`.
 
     ``with_dit=False`` leaves the DiT on meta (the worker pool loads its own shards).
-    ``dit_device`` / ``t5_device``: where those two load instead of ``device`` (block swap loads
-    the DiT on the CPU first; ``t5_cpu`` keeps umT5 there).
+    ``dit_device`` / ``t5_device`` / ``clip_device``: where those load instead of ``device``
+    (block swap loads the DiT on the CPU first; parked encoders and ``t5_cpu`` load there).
     """
     folder = Path(folder)
     _require(folder)
@@ -174,5 +175,5 @@ def load_bundle(folder: str | Path, device: torch.device | str = "cpu",
     tok_dir = folder / layout.T5_TOKENIZER_DIR
     return ModelBundle(dit=dit, vae=load_vae(folder, device, p.vae),
                        t5=load_t5(folder, t5_device or device, p.t5),
-                       clip=load_clip(folder, device, p.clip),
+                       clip=load_clip(folder, clip_device or device, p.clip),
                        tokenizer=UMT5Tokenizer(tok_dir), device=device, dtype=p.batch)

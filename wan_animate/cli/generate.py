@@ -137,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
                                  use_relighting_lora=args.use_relighting_lora, loras=loras,
                                  mode=args.mode, attention=args.attention,
                                  swap_blocks=args.swap_blocks, t5_cpu=args.t5_cpu))
+    print(f"placement: {model.spec.placement().describe()}")
     try:
         latent = model.sample(inputs, opts, on_step=bars)
         video = model.decode(latent)

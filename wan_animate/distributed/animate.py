@@ -31,19 +31,15 @@ from wan_animate.models.attention import LocalAttention
 from wan_animate.models.config import DiTConfig
 from wan_animate.models.dit import AnimateDiT
 from wan_animate.models.lora import LoraPair, normalize_lora_state
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
+from wan_animate.placement import Placement, encoder_devices, park_encoders, precision
 
 @dataclass(frozen=True)
 class PoolModelConfig:
     """What every worker loads (picklable, compared for pool reuse)."""
 
     ckpt_dir: str
-    dtype: str = "auto"
-    attention: str = "auto"
+    placement: Placement
     use_relighting_lora: bool = False
-    fsdp: bool = True
     loras: tuple[tuple[str, float], ...] = ()
     comfy_files: tuple[str, str, str, str] | None = None
     """ComfyUI single files (dit, t5, clip, vae) instead of ``ckpt_dir``."""
@@ -83,8 +79,18 @@ class MeshCfg:
 def build_sharded_dit(env: WorkerEnv, folder: Path, dtype: torch.dtype, attention: str,
                       fsdp: bool, cfg: DiTConfig | None = None,
                       source: Any = None) -> AnimateDiT:
-    """The DiT on this rank: meta build -> Ulysses + FSDP2 -> to_empty -> local rows only."""
+    """The DiT on this rank: :func:`place_dit`, then only this rank's rows from the files."""
     cfg = cfg or DiTConfig.from_json(folder / layout.DIT_CONFIG)
+    model = place_dit(env, cfg, dtype, attention, fsdp)
+    source = source or SafetensorsSource.from_index(folder, layout.DIT_INDEX)
+    load_local_shards(model, source, str(folder), ignore_missing=layout.is_rebuildable_dit_key)
+    return model.eval()
+
+
+def place_dit(env: WorkerEnv, cfg: DiTConfig, dtype: torch.dtype, attention: str,
+              fsdp: bool) -> AnimateDiT:
+    """The DiT laid out on this rank, weights not yet loaded (uninitialized memory): meta build
+    -> Ulysses + FSDP2 -> ``to_empty`` on the rank's device."""
     with torch.device("meta"):
         model = AnimateDiT(cfg).to(dtype)
     halves, sp = layout_for(env.world_size, cfg.num_heads)
@@ -101,9 +107,7 @@ def build_sharded_dit(env: WorkerEnv, folder: Path, dtype: torch.dtype, attentio
 
         model.pool_layouts["world"] = UlyssesSequenceParallel(mesh[Axis.FSDP], inner)
     model.to_empty(device=env.device)
-    source = source or SafetensorsSource.from_index(folder, layout.DIT_INDEX)
-    load_local_shards(model, source, str(folder), ignore_missing=layout.is_rebuildable_dit_key)
-    return model.eval()
+    return model
 
 
 def _add_to_local_rows(w: torch.Tensor, rows_delta: Callable[[int, int], torch.Tensor]) -> None:
@@ -158,46 +162,48 @@ class WorkerState:
 def load_state(env: WorkerEnv, config: PoolModelConfig) -> WorkerState:
     """State factory of the pool (runs once per worker)."""
     from wan_animate.checkpoints.load import read_pth
-    from wan_animate.checkpoints.official import Precision, load_bundle
+    from wan_animate.checkpoints.official import load_bundle
 
     folder = Path(config.ckpt_dir)
-    p = Precision.for_device(env.device)
-    dtype = p.dit if config.dtype == "auto" else DTYPES[config.dtype]
+    pl = config.placement
+    p = precision(pl)
     if config.comfy_files is not None:
-        return _load_comfy_state(env, config, p, dtype)
-    dit = build_sharded_dit(env, folder, dtype, config.attention, config.fsdp)
+        return _load_comfy_state(env, config, p)
+    dit = build_sharded_dit(env, folder, p.dit, pl.attention, pl.dit_sharded)
     if config.use_relighting_lora:
         path = folder / layout.RELIGHT_LORA_FILE
         state = read_pth(path, wrapper_keys=(layout.RELIGHT_LORA_WRAPPER_KEY,))
         merge_lora_local(dit, normalize_lora_state(state, str(path)))
     merge_user_loras_local(dit, config.loras)
-    return _with_rank0_bundle(env, dit, lambda: load_bundle(
-        folder, env.device, Precision(dtype, p.t5, p.clip, p.vae, p.batch), with_dit=False))
+    return _with_rank0_bundle(env, dit, pl, lambda: load_bundle(
+        folder, env.device, p, with_dit=False, **encoder_devices(pl, env.device)))
 
 
-def _with_rank0_bundle(env: WorkerEnv, dit: AnimateDiT, load: Callable[[], Any]) -> WorkerState:
-    """The worker state: rank 0 also loads VAE, CLIP and umT5 (``load``) around the shared DiT."""
+def _with_rank0_bundle(env: WorkerEnv, dit: AnimateDiT, placement: Placement,
+                       load: Callable[[], Any]) -> WorkerState:
+    """The worker state: rank 0 also loads VAE, CLIP and umT5 (``load``) around the shared DiT
+    and parks the encoders the placement parks."""
     bundle = None
     if env.rank == 0:
-        bundle = load()
+        bundle = park_encoders(load(), placement)
         bundle.dit = dit
     return WorkerState(env, bundle, dit)
 
 
-def _load_comfy_state(env: WorkerEnv, config: PoolModelConfig, p: Any, dtype: torch.dtype) -> WorkerState:
+def _load_comfy_state(env: WorkerEnv, config: PoolModelConfig, p: Any) -> WorkerState:
     """:func:`load_state` from ComfyUI single files: each rank reads its rows of the DiT file
     (official key names, fp8 rows dequantized); rank 0 loads VAE, CLIP and umT5 from theirs."""
     from wan_animate.checkpoints.comfy_bundle import (ComfyFiles, SingleFileDiTSource, dit_config,
                                                       load_comfy_bundle, lora_list)
-    from wan_animate.checkpoints.official import Precision
 
+    pl = config.placement
     files = ComfyFiles(*config.comfy_files, tokenizer=config.tokenizer_dir)
-    source = SingleFileDiTSource(files.dit, dtype)
-    dit = build_sharded_dit(env, Path(files.dit), dtype, config.attention, config.fsdp,
+    source = SingleFileDiTSource(files.dit, p.dit)
+    dit = build_sharded_dit(env, Path(files.dit), p.dit, pl.attention, pl.dit_sharded,
                             cfg=dit_config(files.dit), source=source)
     merge_user_loras_local(dit, lora_list(config.use_relighting_lora, config.relight_file, config.loras))
-    return _with_rank0_bundle(env, dit, lambda: load_comfy_bundle(
-        files, env.device, Precision(dtype, p.t5, p.clip, p.vae, p.batch), with_dit=False))
+    return _with_rank0_bundle(env, dit, pl, lambda: load_comfy_bundle(
+        files, env.device, p, with_dit=False, **encoder_devices(pl, env.device)))
 
 
 def _broadcast(obj: Any, env: WorkerEnv) -> Any:

@@ -10,6 +10,7 @@ F = lat_t + 1 latent frames with the reference slot first.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,9 +67,15 @@ def encode_prompt(m: ModelBundle, text: str, ids: tuple[torch.Tensor, torch.Tens
         if m.tokenizer is None:
             raise ValueError("no tokenizer loaded and no prompt token ids given")
         ids = m.tokenizer([text])
-    t5_device = next(m.t5.parameters()).device          # the CPU with t5_cpu
-    tok, mask = (t.reshape(1, -1).to(t5_device) for t in ids)
-    return m.t5.encode(tok, mask)[0].to(m.device)
+    key = ("t5", tuple(int(v) for v in ids[0].reshape(-1)), tuple(int(v) for v in ids[1].reshape(-1)))
+
+    def encode() -> torch.Tensor:
+        with m.using("t5") as t5:
+            t5_device = next(t5.parameters()).device          # the CPU with t5_cpu
+            tok, mask = (t.reshape(1, -1).to(t5_device) for t in ids)
+            return t5.encode(tok, mask)[0].to(m.device)
+
+    return m.remember(key, encode)
 
 
 @torch.no_grad()
@@ -83,8 +90,12 @@ def video_conditioning(m: ModelBundle, inputs: AnimateInputs, opts: SampleOption
     lat_h, lat_w = h // 8, w // 8
     mask_ref = i2v_mask(1, lat_h, lat_w, 1).to(m.device)            # [4, 1, h, w]
     y_ref = torch.cat([mask_ref, ref_latent[0].to(mask_ref.dtype)])[None].to(m.dtype)
-    clip_dtype = next(m.clip.parameters()).dtype
-    clip_fea = m.clip(ref_px[:, :, 0].to(clip_dtype)).to(m.dtype)     # [1, 257, Ci]
+    def encode_reference() -> torch.Tensor:
+        with m.using("clip") as clip:
+            return clip(ref_px[:, :, 0].to(next(clip.parameters()).dtype)).to(m.dtype)
+
+    digest = hashlib.sha1(np.ascontiguousarray(ref).tobytes()).hexdigest()
+    clip_fea = m.remember(("clip", digest, ref.shape), encode_reference)   # [1, 257, Ci]
     _trace(ov, "clip_visual.out", clip_fea)
     ctx = encode_prompt(m, opts.prompt, ov.prompt_ids if ov else None)
     context = m.dit.embed_context([ctx.to(m.dtype)], clip_fea)

@@ -1,0 +1,124 @@
+"""One placement for every GPU count: each loader option gives the same video on one rank in
+this process and on a 2-rank pool (gloo, tiny weights), or is refused up front by name."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from wan_animate.checkpoints.tiny import write_tiny_checkpoint
+from wan_animate.cli.demo_media import write_preprocessed
+from wan_animate.engine import ModelSpec, load_model, unload_all
+from wan_animate.errors import InputError
+from wan_animate.placement import Placement
+from wan_animate.sampling.folder import read_preprocessed
+from wan_animate.sampling.options import SampleOptions
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("c") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return read_preprocessed(write_preprocessed(tmp_path_factory.mktemp("s") / "src", 5, 48, 48), False)
+
+
+def test_defaults_park_the_encoders_on_cuda_only() -> None:
+    gpu = Placement.resolve(device_type="cuda", gpus=2, pooled=True)
+    assert (gpu.t5, gpu.clip, gpu.ranks, gpu.compile) == ("parked", "parked", 2, False)
+    one = Placement.resolve(device_type="cuda", gpus=1, pooled=False, t5_cpu=True)
+    assert (one.t5, one.clip, one.compile) == ("cpu", "parked", True)
+    assert Placement.resolve(device_type="cuda", gpus=1, pooled=False, encoders="gpu").t5 == "gpu"
+    cpu = Placement.resolve(device_type="cpu", gpus=1, pooled=False)
+    assert (cpu.t5, cpu.clip, cpu.compile) == ("gpu", "gpu", False)    # nothing to park on a CPU
+    assert "umT5 parked" in gpu.describe() and "sharded over 2 GPU(s)" in gpu.describe()
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"swap_blocks": 4}, "swap_blocks 0"),
+    ({"mode": "fast"}, "mode 'fast'"),
+    ({"compile": "on"}, "compile 'on' is not available on the worker pool"),
+    ({"encoders": "host"}, "encoders must be auto, gpu or parked"),
+])
+def test_pool_refusals_name_the_option(ckpt, kw, match) -> None:
+    with pytest.raises(InputError, match=match):
+        ModelSpec(str(ckpt), device="cpu", gpus=2, **kw).validate()
+
+
+OPTIONS = [
+    pytest.param({}, id="defaults"),
+    pytest.param({"dtype": "bf16"}, id="dtype-bf16"),     # reaches umT5 on both paths
+    pytest.param({"t5_cpu": True}, id="t5_cpu"),
+    pytest.param({"attention": "math"}, id="attention-math"),
+    pytest.param({"use_relighting_lora": True}, id="relighting"),
+    pytest.param({"compile": "off", "encoders": "gpu"}, id="compile-off-encoders-gpu"),
+]
+
+
+@pytest.mark.parametrize("kw", OPTIONS)
+def test_each_option_gives_the_same_video_at_1_and_2_ranks(ckpt, inputs, kw) -> None:
+    opts = SampleOptions(frame_num=5, steps=2, seed=11)
+    videos = []
+    try:
+        for gpus in (1, 2):
+            model = load_model(ModelSpec(str(ckpt), device="cpu", gpus=gpus, **kw))
+            videos.append(model.decode(model.sample(inputs, opts)))
+            unload_all()
+    finally:
+        unload_all()
+    a, b = videos
+    assert a.shape == b.shape
+    # fp32 on the CPU: equal up to the order of sums; bf16: up to bf16 rounding
+    tol = 2e-2 if kw.get("dtype") == "bf16" else 1e-4
+    assert float((a - b).abs().max()) < tol
+
+
+def test_dtype_reaches_umt5_on_the_pool(ckpt) -> None:
+    from wan_animate.distributed.animate import PoolModelConfig
+    from wan_animate.placement import precision
+    pl = ModelSpec(str(ckpt), device="cpu", gpus=2, dtype="bf16").placement()
+    cfg = PoolModelConfig(str(ckpt), pl)
+    assert precision(cfg.placement).t5 == torch.bfloat16
+
+
+def test_repeated_prompt_and_reference_are_encoded_once(ckpt, inputs) -> None:
+    opts = SampleOptions(frame_num=5, steps=1, seed=2)
+    try:
+        model = load_model(ModelSpec(str(ckpt), device="cpu"))
+        bundle = model._models()
+        calls = {"t5": 0, "clip": 0}
+        bundle.t5.register_forward_hook(lambda *_: calls.__setitem__("t5", calls["t5"] + 1))
+        bundle.clip.register_forward_hook(lambda *_: calls.__setitem__("clip", calls["clip"] + 1))
+        first = model.sample(inputs, opts)
+        assert calls == {"t5": 1, "clip": 1}
+        again = model.sample(inputs, opts)
+        assert calls == {"t5": 1, "clip": 1}                   # both remembered
+        torch.testing.assert_close(again.pending, first.pending, atol=0, rtol=0)
+        model.sample(inputs, SampleOptions(frame_num=5, steps=1, seed=2, prompt="a dancer"))
+        assert calls == {"t5": 2, "clip": 1}                   # a new prompt: one new encode
+    finally:
+        unload_all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_parked_encoders_give_the_resident_video_on_cuda(ckpt, inputs) -> None:
+    """Parked umT5/CLIP (the CUDA default) == resident ones, in process and on a pool of one."""
+    opts = SampleOptions(frame_num=5, steps=2, seed=5)
+    videos = {}
+    try:
+        for label, kw in (("resident", {"encoders": "gpu"}), ("parked", {}),
+                          ("pool-parked", {"use_pool": True})):
+            model = load_model(ModelSpec(str(ckpt), device="cuda", compile="off", **kw))
+            videos[label] = model.decode(model.sample(inputs, opts))
+            if label == "parked":
+                bundle = model._models()
+                assert all(p.device.type == "cpu" for p in bundle.t5.parameters())
+                assert set(bundle.parked) == {"t5", "clip"}
+            unload_all()
+    finally:
+        unload_all()
+    torch.testing.assert_close(videos["parked"], videos["resident"], atol=0, rtol=0)
+    torch.testing.assert_close(videos["pool-parked"], videos["resident"], atol=0, rtol=0)
