@@ -1,0 +1,250 @@
+"""What each rank of a P-rank pool holds and computes, simulated on one GPU (issue 13).
+
+python3 bench/pool_memory.py --out $OUT/pool_memory.json \
+    [--pools 1 2 4 8] [--sizes 1280x720] [--frames 77] [--steps 2] [--encoders parked gpu] \
+    [--cap-gib 22] [--tiny]
+
+Every case (pool size P, video size, rank role 0 or 1, encoder placement) runs in a fresh
+process that joins torch's *fake* process group as rank r of P (``FakeStore``): collectives are
+no-ops, allocations and kernels are real, so the process holds and computes what that rank of a
+real pool would. The job path is the project's own: the pool's placement
+(:func:`wan_animate.distributed.animate.place_dit`, the worker state with rank 0's parked or
+resident encoders), ``generate_handler`` (conditioning, the broadcast clip message, denoising
+steps through ``JobContext``) and ``decode_handler``; rank 1 denoises the clip message rank 0
+broadcast (saved by the rank-0 case of the same size). Weights are random (seeded); the
+numbers of a real checkpoint are the same, the video is noise.
+
+Per case: resident GiB after loading, peak GiB of conditioning + first step, of one later
+denoising step (the "denoise peak", every rank role), of the decode (rank 0), seconds of that
+step, and the bytes a rank sends per step (Ulysses all-to-all of q/k/v/out, FSDP2 all-gathers
+of the blocks) with the step time they imply at NVLink and PCIe bandwidths.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+GIB = 1024 ** 3
+NVLINK_GBPS = 450.0   # H100/H200 NVLink 4, per direction
+PCIE_GBPS = 50.0      # PCIe 5.0 x16, per direction
+
+
+class RandomRows:
+    """A :class:`~wan_animate.distributed.loading.TensorSource` of seeded random rows made on
+    the GPU (matrices ~ N(0, 1/fan_in), norm scales ~ 1, other vectors ~ N(0, 0.05))."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], device: Any, seed: int) -> None:
+        self.shapes, self.device, self.seed = shapes, device, seed
+
+    def keys(self):  # noqa: ANN201 - Iterable[str]
+        return self.shapes.keys()
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self.shapes[key]
+
+    def read(self, key: str, start: int | None = None, stop: int | None = None):  # noqa: ANN201
+        import torch
+        from wan_animate.models.motion import blur_kernel
+
+        shape = self.shapes[key]
+        if key.endswith(".kernel"):
+            return blur_kernel()
+        rows = shape if start is None else (stop - start, *shape[1:])
+        g = torch.Generator(device=self.device).manual_seed(self.seed + zlib.crc32(key.encode()) + (start or 0))
+        x = torch.randn(rows, generator=g, device=self.device)
+        if len(shape) >= 2 and not key.endswith(("modulation", "padding_tokens", "embedding")):
+            return x / math.sqrt(math.prod(shape[1:]))
+        return 1 + 0.1 * x if "norm" in key else 0.05 * x
+
+
+def _gib(n: float) -> float:
+    return round(n / GIB, 2)
+
+
+def comm_per_step(p: int, tokens: int, dim: int, block_param_bytes: int, forwards: int) -> dict:
+    """Bytes one rank sends per denoising step and the seconds they take at NVLink / PCIe."""
+    sp = p
+    local = math.ceil(tokens / sp) * dim * 2                          # [L/sp, C] bf16
+    ulysses = 4 * local * (sp - 1) / sp * 40 * forwards if sp > 1 else 0   # q, k, v, out x 40 blocks
+    gather = block_param_bytes * (p - 1) / p / p * forwards if p > 1 else 0  # my shard to p-1 peers
+    total = ulysses + gather
+    return {"ulysses_gib": _gib(ulysses), "fsdp_allgather_gib": _gib(gather), "total_gib": _gib(total),
+            "nvlink_s": round(total / (NVLINK_GBPS * 1e9), 3), "pcie_s": round(total / (PCIE_GBPS * 1e9), 3)}
+
+
+def run_case(case: dict) -> dict:
+    """One (pool, size, role, encoders) case in this process (see the module docstring)."""
+    import torch
+    import torch.distributed as dist
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    from wan_animate.checkpoints.layout import T5_TOKENIZER_DIR
+    from wan_animate.checkpoints.official import SIZES_FILE
+    from wan_animate.checkpoints.tiny import write_tiny_checkpoint
+    from wan_animate.distributed import animate
+    from wan_animate.distributed.loading import load_local_shards
+    from wan_animate.distributed.worker import JobContext, WorkerEnv
+    from wan_animate.models.bundle import ModelBundle
+    from wan_animate.models.clip import CLIPVisionConfig, CLIPVisionEncoder
+    from wan_animate.models.config import DiTConfig
+    from wan_animate.models.dit import AnimateDiT
+    from wan_animate.models.t5 import T5Config, T5Encoder
+    from wan_animate.models.tokenizer import UMT5Tokenizer
+    from wan_animate.models.vae import VAEConfig, WanVAE
+    from wan_animate.placement import Placement, park_encoders, precision
+    from wan_animate.sampling.options import AnimateInputs, SampleOptions
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from common import materialize
+
+    p, role, tiny = case["pool"], case["role"], case["tiny"]
+    w, h = (int(v) for v in case["size"].split("x"))
+    dev = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if case.get("cap_gib") and dev.type == "cuda":
+        total = torch.cuda.get_device_properties(dev).total_memory
+        torch.cuda.set_per_process_memory_fraction(case["cap_gib"] * GIB / total, dev)
+    dist.init_process_group("fake", store=FakeStore(), rank=role, world_size=p)
+    env = WorkerEnv(role, p, dev, "fake", dist.new_group())
+    pl = Placement.resolve(device_type=dev.type, gpus=p, pooled=True, encoders=case["encoders"])
+    prec = precision(pl)
+    mem = (lambda: torch.cuda.memory_allocated(dev)) if dev.type == "cuda" else (lambda: 0)
+    peak = (lambda: torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else (lambda: 0)
+    reset = (lambda: torch.cuda.reset_peak_memory_stats(dev)) if dev.type == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    out: dict[str, Any] = {**case, "placement": pl.describe()}
+
+    tiny_dir = write_tiny_checkpoint(Path(tempfile.mkdtemp()) / "tiny")    # its tokenizer; --tiny: its sizes
+    sizes = json.loads((tiny_dir / SIZES_FILE).read_text()) if tiny else {}
+    cfg = DiTConfig.from_json(tiny_dir / "config.json") if tiny else DiTConfig()
+    bundle = None
+    if role == 0:                       # encoders first (then parked), as a rank-0 load leaves them
+        tcfg = T5Config(**sizes.get("t5", {}))
+        ccfg = CLIPVisionConfig(**sizes.get("clip", {}))
+        vcfg = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in sizes.get("vae", {}).items()})
+        tok = UMT5Tokenizer(tiny_dir / T5_TOKENIZER_DIR)
+        bundle = ModelBundle(dit=None, vae=materialize(lambda: WanVAE(vcfg), dev, prec.vae, 1),  # type: ignore[arg-type]
+                             t5=materialize(lambda: T5Encoder(tcfg), dev, prec.t5, 2),
+                             clip=materialize(lambda: CLIPVisionEncoder(ccfg), dev, prec.clip, 3),
+                             tokenizer=tok, device=dev, dtype=prec.batch)
+        park_encoders(bundle, pl)
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in AnimateDiT(cfg).state_dict().items()}
+    dit = animate.place_dit(env, cfg, prec.dit, pl.attention, pl.dit_sharded)
+    load_local_shards(dit, RandomRows(shapes, dev, 7), "random DiT")
+    dit.eval().requires_grad_(False)
+    if bundle is not None:
+        bundle.dit = dit
+    state = animate.WorkerState(env, bundle, dit)
+    sync()
+    out["resident_gib"] = _gib(mem())
+    block_bytes = sum(v.numel() * 2 for k, v in dit.state_dict().items() if k.startswith(("blocks.", "face_adapter.")))
+    tokens = (case["frames"] // 4 + 2) * (h // 16) * (w // 16)
+    out["comm_per_step"] = comm_per_step(p, tokens, cfg.dim, block_bytes, forwards=1)
+
+    steps: list[tuple[float, float]] = []      # (time, peak) at each step boundary
+
+    class TimedContext(JobContext):
+        """The job context of the pool, timing every step boundary on any rank."""
+
+        def step(self, clip: int, step: int, total: int, clips: int = 1) -> None:
+            sync()
+            steps.append((time.perf_counter(), peak()))
+            reset()
+            super().step(clip, step, total, clips)
+
+    msg_file = Path(case["msg_dir"]) / f"msg_p{p}_{case['size']}.pt"
+    reset()
+    t0 = time.perf_counter()
+    if role == 0:
+        captured: list[Any] = []
+        real = animate._broadcast
+        animate._broadcast = lambda obj, e: (captured.append(obj), real(obj, e))[1]
+        n = case["frames"]
+        u8 = lambda *s: torch.randint(0, 255, s, dtype=torch.uint8).numpy()  # noqa: E731
+        inputs = AnimateInputs(pose=u8(n, h, w, 3), face=u8(n, 512, 512, 3), reference=u8(h, w, 3), fps=30)
+        opts = SampleOptions(frame_num=n, steps=case["steps"], seed=0)
+        ctx = TimedContext(env, 1, None, lambda: False)
+        latent = animate.generate_handler(state, (inputs, opts), ctx)
+        first = next(m for m in captured if m is not None)
+        torch.save(first, msg_file)
+        reset()
+        animate.decode_handler(state, latent, ctx)
+        sync()
+        out["decode_peak_gib"] = _gib(peak())
+    else:
+        msg = torch.load(msg_file, weights_only=False)
+        ctx = TimedContext(env, 1, None, lambda: False)
+        animate._denoise_everywhere(state, ctx, msg["clips"], msg)
+    out["first_step_peak_gib"] = _gib(steps[0][1])                 # conditioning + step 1
+    out["denoise_peak_gib"] = _gib(max(s[1] for s in steps[1:])) if len(steps) > 1 else None
+    out["step_s"] = round(steps[-1][0] - steps[-2][0], 3) if len(steps) > 1 else None
+    out["first_step_s"] = round(steps[0][0] - t0, 3)
+    if bundle is not None:
+        out["encoders_gpu_gib_while_denoising"] = _gib(sum(
+            t.numel() * t.element_size() for m in (bundle.t5, bundle.clip)
+            for t in [*m.parameters(), *m.buffers()] if t.device.type == "cuda"))
+    dist.destroy_process_group()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pools", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--sizes", nargs="+", default=["1280x720"])
+    ap.add_argument("--frames", type=int, default=77)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--encoders", nargs="+", default=["parked"], choices=("parked", "gpu"))
+    ap.add_argument("--roles", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--cap-gib", type=float, default=None, help="per-process cap (24 GB card: 22)")
+    ap.add_argument("--tiny", action="store_true", help="tiny configs (a CPU check of the script)")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--case", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.case:
+        print("RESULT " + json.dumps(run_case(json.loads(args.case))), flush=True)
+        return
+    msg_dir = tempfile.mkdtemp()
+    rows = []
+    for size in args.sizes:
+        for enc in args.encoders:
+            for p in args.pools:
+                for role in args.roles:
+                    if role >= p:
+                        continue
+                    case = {"pool": p, "size": size, "role": role, "encoders": enc, "frames": args.frames,
+                            "steps": args.steps, "cap_gib": args.cap_gib, "tiny": args.tiny, "msg_dir": msg_dir}
+                    r = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)],
+                                       capture_output=True, text=True, cwd=REPO,
+                                       env={**os.environ, "PYTHONPATH": str(REPO)})
+                    lines = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
+                    row = json.loads(lines[-1][7:]) if lines else {**case, "error": r.stderr[-1500:]}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    print("\n| pool | size | rank | encoders | resident GiB | conditioning+step 1 peak | denoise peak | "
+          "decode peak | step s | sent/step GiB | at NVLink / PCIe s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['pool']} | {r['size']} | {r['role']} | {r['encoders']} | error: "
+                  f"{r['error'].strip().splitlines()[-1][:80]} |")
+            continue
+        c = r["comm_per_step"]
+        print(f"| {r['pool']} | {r['size']} | {r['role']} | {r['encoders']} | {r['resident_gib']} | "
+              f"{r['first_step_peak_gib']} | {r['denoise_peak_gib']} | {r.get('decode_peak_gib', '-')} | "
+              f"{r['step_s']} | {c['total_gib']} | {c['nvlink_s']} / {c['pcie_s']} |")
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
