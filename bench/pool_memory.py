@@ -225,7 +225,8 @@ def main() -> None:
                             "steps": args.steps, "cap_gib": args.cap_gib, "tiny": args.tiny, "msg_dir": msg_dir}
                     r = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)],
                                        capture_output=True, text=True, cwd=REPO,
-                                       env={**os.environ, "PYTHONPATH": str(REPO)})
+                                       env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                           [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])})
                     lines = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
                     row = json.loads(lines[-1][7:]) if lines else {**case, "error": r.stderr[-1500:]}
                     rows.append(row)

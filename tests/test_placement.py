@@ -8,11 +8,9 @@ import pytest
 import torch
 
 from wan_animate.checkpoints.tiny import write_tiny_checkpoint
-from wan_animate.cli.demo_media import write_preprocessed
 from wan_animate.engine import ModelSpec, load_model, unload_all
 from wan_animate.errors import InputError
 from wan_animate.placement import Placement
-from wan_animate.sampling.folder import read_preprocessed
 from wan_animate.sampling.options import SampleOptions
 
 
@@ -22,8 +20,11 @@ def ckpt(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    return read_preprocessed(write_preprocessed(tmp_path_factory.mktemp("s") / "src", 5, 48, 48), False)
+def inputs():
+    from wan_animate.cli.demo_media import face_frames, pose_frames, reference_image
+    from wan_animate.sampling.options import AnimateInputs
+    return AnimateInputs(pose=pose_frames(5, 48, 48), face=face_frames(5),
+                         reference=reference_image(40, 48), fps=16)
 
 
 def test_defaults_park_the_encoders_on_cuda_only() -> None:
