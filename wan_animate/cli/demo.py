@@ -45,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
         from wan_animate.preprocess.pipeline import PreprocessOptions, preprocess, save_preprocessed
         from wan_animate.preprocess.video_io import read_image, read_video
 
-        frames, fps = read_video(args.video)
+        frames, fps = read_video(args.video, fps=16)          # decodes only the 16 fps frames
         opts = PreprocessOptions(mode="replace" if args.replace else "animate",
                                  resolution_area=(256, 144), fps=16)
-        result = preprocess(frames[:args.frames * 4], fps, read_image(args.image), opts)
+        result = preprocess(frames[:args.frames], fps, read_image(args.image), opts, resampled=True)
         save_preprocessed(result, src, lossless=True)
         print(f"[2/3] preprocessed {args.video} + {args.image} with MediaPipe: {src}")
     else:

@@ -73,7 +73,6 @@ class _Bar:
 
 def run(args: argparse.Namespace) -> int:
     from wan_animate.outputs import check_folder_destination
-    from wan_animate.preprocess.frames import resample_plan
     from wan_animate.preprocess.mask import MaskOptions
     from wan_animate.preprocess.pipeline import (PreprocessOptions, output_bytes, preprocess,
                                                  save_preprocessed)
@@ -88,14 +87,13 @@ def run(args: argparse.Namespace) -> int:
         smooth_radius=args.smooth, device=args.device)
     save_path = check_folder_destination(args.save_path, "--save_path")   # before any work
     reference = read_image(args.refer_path)
-    frames, fps = read_video(args.video_path)
-    kept = resample_plan(len(frames), fps, args.fps)[1]
+    frames, fps = read_video(args.video_path, fps=args.fps)     # only the kept frames
     area = args.resolution_area[0] * args.resolution_area[1]
     check_folder_destination(save_path, "--save_path",
-                             output_bytes(kept, area, opts.mode, args.lossless))
+                             output_bytes(len(frames), area, opts.mode, args.lossless))
     bar = _Bar(args.quiet)
     try:
-        result = preprocess(frames, fps, reference, opts, on_progress=bar)
+        result = preprocess(frames, fps, reference, opts, on_progress=bar, resampled=True)
     finally:
         bar.close()
     out = save_preprocessed(result, save_path, lossless=args.lossless)

@@ -167,12 +167,15 @@ def _resample(frames: np.ndarray, fps: float, target_fps: float) -> tuple[np.nda
 
 def preprocess(frames: np.ndarray, fps: float, reference: np.ndarray, options: PreprocessOptions,
                on_progress: ProgressFn | None = None,
-               cancelled: Callable[[], bool] | None = None) -> PreprocessResult:
+               cancelled: Callable[[], bool] | None = None,
+               resampled: bool = False) -> PreprocessResult:
     """Run the official preprocessing on in-memory frames.
 
     Args:
         frames: uint8 [T, H, W, 3] RGB driving video at ``fps``.
         reference: uint8 [h, w, 3] RGB reference image.
+        resampled: ``frames`` already went through the ``options.fps`` subsampling (as
+            ``read_video(path, fps=...)`` returns them, at the effective ``fps``): not again.
     Returns:
         :class:`PreprocessResult` (animate: pose at the resized reference size, faces from the
         source frames; replace: everything at the resized frame size).
@@ -184,7 +187,7 @@ def preprocess(frames: np.ndarray, fps: float, reference: np.ndarray, options: P
         from wan_animate.preprocess.flux_edit import flux_folder
         flux_dir = flux_folder(options.ckpt_path)
     t0 = time.perf_counter()
-    frames, eff_fps = _resample(frames, fps, options.fps)
+    frames, eff_fps = (frames, float(fps)) if resampled else _resample(frames, fps, options.fps)
     area = options.resolution_area[0] * options.resolution_area[1]
     backend = make_backend(options)
     if cancelled is not None and cancelled():
