@@ -10,7 +10,8 @@ The fake hub speaks the three calls huggingface_hub makes for a download:
 LFS sha256), ``HEAD /<repo>/resolve/<rev>/<path>`` (X-Repo-Commit, ETag, Content-Length) and
 ``GET`` of the same URL with Range support. ``/files/<name>`` stands in for non-hub URLs.
 Knobs: cut a file's first GET after N bytes (then answer 503 to its GETs until released);
-mark repos gated (401 + X-Error-Code: GatedRepo on resolve).
+stall a file's GETs (headers never sent, until released); mark repos gated (401 +
+X-Error-Code: GatedRepo on resolve).
 """
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ class FakeHub:
         self.log: list[tuple[str, str, str | None]] = []
         self.cut_after: dict[str, int] = {}      # path -> bytes sent before the connection is cut
         self.blocked: set[str] = set()           # paths whose GETs answer 503
+        self.stalled: set[str] = set()           # paths whose GETs get no answer until release
+        self.release = threading.Event()         # set: stalled GETs return (closing the socket)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -88,6 +91,7 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self.release.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -151,6 +155,10 @@ class FakeHub:
             for k, v in hdr.items():
                 h.send_header(k, v)
             h.end_headers()
+            return
+        if key in self.stalled:                  # accept the request, never answer it
+            self.release.wait()
+            h.close_connection = True
             return
         if key in self.blocked:
             return self._send(h, 503, b"unavailable", {})
@@ -319,6 +327,34 @@ def test_force_redownload_discards_a_partial_file(hub, tmp_path):
     before = len(hub.gets(SHARD1))
     dl.execute(plan, token=False)
     assert [r for (_, _, r) in hub.gets(SHARD1)[before:]] == [None]      # no Range: from byte 0
+    assert verify(dest).ok
+
+
+def test_stalled_transfer_times_out_then_resumes(hub, tmp_path, monkeypatch):
+    """A GET that never answers (after the listing and HEAD did) fails within the hub timeout
+    and the bounded retries, not huggingface_hub's 5 x 10 s; the hub constant is restored."""
+    import time
+
+    from huggingface_hub import constants
+
+    files, _ = _repo_files()
+    dest = tmp_path / "ckpt"
+    monkeypatch.setenv("WAN_ANIMATE_HUB_TIMEOUT", "1")
+    saved = constants.HF_HUB_DOWNLOAD_TIMEOUT
+    hub.stalled.add(SHARD1)
+    t0 = time.monotonic()
+    with pytest.raises(dl.HubAccessError) as ei:
+        _dl(hub, groups=("core",), local_dir=dest)
+    elapsed = time.monotonic() - t0
+    msg = str(ei.value)
+    assert elapsed < 15, f"a stalled transfer took {elapsed:.1f} s to fail"
+    assert f"downloading {SHARD1}" in msg and "no answer from " + hub.endpoint in msg
+    assert "HF_ENDPOINT" in msg and "HF_HUB_OFFLINE=1" in msg and "WAN_ANIMATE_HUB_TIMEOUT" in msg
+    assert len(hub.gets(SHARD1)) == 1 + dl.TRANSFER_RETRIES
+    assert constants.HF_HUB_DOWNLOAD_TIMEOUT == saved
+    assert (dest / SHARD2).read_bytes() == files[SHARD2]     # the other files completed
+    hub.stalled.clear()
+    assert _dl(hub, groups=("core",), local_dir=dest).downloaded == (SHARD1,)
     assert verify(dest).ok
 
 

@@ -15,16 +15,22 @@ Destinations: ``local_dir`` (files at ``<local_dir>/<path>``), or the Hugging Fa
 (``<cache>/models--Wan-AI--Wan2.2-Animate-14B/{blobs,snapshots/<commit>,refs}``, the layout
 ``huggingface_hub`` itself reads). Files of other sources (SAM2 mirror, FLUX, MediaPipe) land
 as plain files inside the same checkpoint folder.
+
+Every network call waits at most :func:`hub_timeout` (connect / per read) for the server, so
+a hub, mirror or proxy that never answers fails with advice instead of hanging.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
+import math
 import os
 import shutil
 import threading
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -37,6 +43,12 @@ PARTIAL_DIR = ".wan_animate_partial"
 DEFAULT_RESERVE = 256 << 20
 """Bytes kept free beyond what the files need."""
 GB = 1e9
+HUB_TIMEOUT_ENV = "WAN_ANIMATE_HUB_TIMEOUT"
+DEFAULT_HUB_TIMEOUT = 20.0
+"""Seconds: connect timeout and per-socket-read timeout of every network call of setup."""
+TRANSFER_RETRIES = 1
+"""Resume attempts of a file transfer that stalls before any byte arrives (huggingface_hub's
+default is 5): a silent server costs (1 + TRANSFER_RETRIES) * (timeout + 1 s), 42 s by default."""
 
 
 class DiskSpaceError(CheckpointError):
@@ -145,6 +157,56 @@ def _hub():
     return huggingface_hub, constants, get_hf_file_metadata, hf_hub_url, http_get, build_hf_headers
 
 
+def hub_timeout() -> float:
+    """Connect / per-read timeout (s) of every setup network call: WAN_ANIMATE_HUB_TIMEOUT, else 20.
+
+    It limits each wait for the server (connecting, or the next bytes), not a whole transfer: it
+    stops a server that never answers without cutting a slow download that keeps sending.
+    """
+    raw = os.environ.get(HUB_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_HUB_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:  # reported below, with the variable and the fix
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise CheckpointError(f"{HUB_TIMEOUT_ENV}={raw!r} is not a positive number of seconds; set it "
+                              f"to e.g. {DEFAULT_HUB_TIMEOUT:g} (60 on a slow link) or unset it.")
+    return value
+
+
+def endpoint_url(endpoint: str | None) -> str:
+    """The hub URL the calls go to: ``endpoint``, else HF_ENDPOINT as huggingface_hub read it."""
+    from huggingface_hub import constants
+
+    return (endpoint or getattr(constants, "ENDPOINT", "") or "https://huggingface.co").rstrip("/")
+
+
+_transfer_lock = threading.Lock()
+_transfer_users: list = [0, None]  # [runs in progress, HF_HUB_DOWNLOAD_TIMEOUT before the first]
+
+
+@contextmanager
+def _transfer_timeout(seconds: float) -> Iterator[None]:
+    """Apply ``seconds`` to ``http_get``, which has no timeout argument: each of its attempts reads
+    ``constants.HF_HUB_DOWNLOAD_TIMEOUT``. Restored when the last overlapping run ends."""
+    from huggingface_hub import constants
+
+    with _transfer_lock:
+        if _transfer_users[0] == 0:
+            _transfer_users[1] = constants.HF_HUB_DOWNLOAD_TIMEOUT
+        _transfer_users[0] += 1
+        constants.HF_HUB_DOWNLOAD_TIMEOUT = seconds
+    try:
+        yield
+    finally:
+        with _transfer_lock:
+            _transfer_users[0] -= 1
+            if _transfer_users[0] == 0:
+                constants.HF_HUB_DOWNLOAD_TIMEOUT = _transfer_users[1]
+
+
 def offline_mode() -> bool:
     """True when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, at import time or now."""
     from huggingface_hub import constants
@@ -168,19 +230,31 @@ def storage_folder(cache_dir: str | Path | None, repo_id: str = layout.REPO_ID) 
 
 
 def _offline_advice() -> str:
-    return ("To set up a machine without internet: on a connected machine run "
-            "`wan-animate setup download --local_dir DIR`, copy DIR over, run "
+    """How to work without the network (appended to every network and offline error)."""
+    return ("To work offline, with HF_HUB_OFFLINE=1, use files already present (check them with "
+            "`wan-animate setup verify --local_dir DIR`). To set up a machine without internet: on a "
+            "connected machine run `wan-animate setup download --local_dir DIR`, copy DIR over, run "
             "`wan-animate setup verify --local_dir DIR` and point the loader at DIR.")
 
 
-def _as_checkpoint_error(e: Exception, what: str, endpoint: str | None, repo_id: str | None) -> Exception:
+def _network_advice(hub: bool) -> str:
+    """What to do when a server cannot be reached or stalls (``hub``: it is the hub or a mirror)."""
+    mirror = "set HF_ENDPOINT to a reachable mirror (or pass --endpoint URL), " if hub else ""
+    return (f"Check the network and the proxy (HTTPS_PROXY, NO_PROXY), or {mirror}or raise "
+            f"{HUB_TIMEOUT_ENV} (seconds) on a slow link, then run the same command again: partial "
+            f"files are kept and resumed. {_offline_advice()}")
+
+
+def _as_checkpoint_error(e: Exception, what: str, endpoint: str | None, repo_id: str | None,
+                         *, hub: bool = True) -> Exception:
     """Turn huggingface_hub / transport errors into errors that say what to do (else ``e`` itself).
 
+    ``endpoint``: the hub URL (None: HF_ENDPOINT), or with ``hub=False`` the plain URL contacted.
     Classes are matched by name along the MRO, so this works across huggingface_hub versions
     (requests- or httpx-based) without importing their transport libraries.
     """
     names = {c.__name__ for c in type(e).__mro__}
-    host = endpoint or "https://huggingface.co"
+    host = endpoint_url(endpoint) if hub else str(endpoint)
     page = f"{host}/{repo_id}" if repo_id else host
     token_advice = ("accept the model's licence on " + page + " with your account, then log in with "
                     "`hf auth login` (or set HF_TOKEN, or pass --token)")
@@ -208,14 +282,17 @@ def _as_checkpoint_error(e: Exception, what: str, endpoint: str | None, repo_id:
     if isinstance(e, CheckpointError):
         return e
     name = type(e).__name__
-    transport = any(s in name for s in ("Connect", "Timeout", "Protocol", "Network", "ReadError",
+    if "Timeout" in name or isinstance(e, TimeoutError) or \
+            isinstance(getattr(e, "reason", None), TimeoutError):      # urllib wraps connect timeouts
+        return HubAccessError(
+            f"{what}: no answer from {host} within {hub_timeout():g} s ({name}: {e}); the server, a "
+            f"proxy or the network is stalling. {_network_advice(hub)}")
+    transport = any(s in name for s in ("Connect", "Protocol", "Network", "ReadError",
                                         "URLError", "RemoteDisconnected"))
-    if transport or isinstance(e, (ConnectionError, TimeoutError)) or \
+    if transport or isinstance(e, ConnectionError) or \
             (isinstance(e, OSError) and "Consistency check failed" in str(e)):
         return HubAccessError(
-            f"{what}: cannot reach {host} or the transfer broke ({name}: {e}). Check the network or "
-            f"proxy (HTTPS_PROXY), or set HF_ENDPOINT to a mirror, then run the same command again: "
-            f"partial files are kept and resumed. {_offline_advice()}")
+            f"{what}: cannot reach {host} or the transfer broke ({name}: {e}). {_network_advice(hub)}")
     return e
 
 
@@ -226,17 +303,24 @@ def _relpath_in_dest(src_path: str, source: layout.Source) -> str:
 
 
 def _head_url(url: str) -> tuple[int | None, str]:
-    """(Content-Length, ETag) of a plain URL; no hub token is ever sent there."""
+    """(Content-Length, ETag) of a plain URL; no hub token is ever sent there. Network errors and
+    timeouts (:func:`hub_timeout`) become :class:`HubAccessError` naming ``url``."""
     req = urllib.request.Request(url, method="HEAD")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        length = r.headers.get("Content-Length")
-        return (int(length) if length is not None else None), r.headers.get("ETag", "")
+    try:
+        with urllib.request.urlopen(req, timeout=hub_timeout()) as r:
+            length = r.headers.get("Content-Length")
+            return (int(length) if length is not None else None), r.headers.get("ETag", "")
+    except OSError as e:  # URLError, timeouts, resets: classified; HTTP errors pass unchanged
+        err = _as_checkpoint_error(e, f"HEAD {url}", url, None, hub=False)
+        if err is e:
+            raise
+        raise err from e
 
 
 # ---- planning -----------------------------------------------------------------------------------
 def _list_sources(group: layout.Group, api, official_repo: str, revision: str,
-                  infos: dict[str, object]) -> list[PlannedFile]:
-    """Files of the first source of ``group`` that has any; an error when none has."""
+                  infos: dict[str, object], timeout: float) -> list[PlannedFile]:
+    """Files of the first source of ``group`` that has any (hub calls wait ``timeout`` s per read)."""
     tried = []
     for src in group.sources:
         if src.urls:
@@ -249,7 +333,7 @@ def _list_sources(group: layout.Group, api, official_repo: str, revision: str,
         repo = src.repo_id or official_repo
         if repo not in infos:
             rev = revision if repo == official_repo else None
-            infos[repo] = api.model_info(repo, revision=rev, files_metadata=True)
+            infos[repo] = api.model_info(repo, revision=rev, files_metadata=True, timeout=timeout)
         info = infos[repo]
         out = []
         for s in info.siblings or []:
@@ -302,7 +386,9 @@ def plan_download(groups: Sequence[str] = layout.DEFAULT_GROUPS, *, local_dir: s
         local_dir: destination folder; None = the Hugging Face cache (``cache_dir`` or HF_HUB_CACHE).
         only_files: restrict to these checkpoint-relative paths (e.g. the ones verify flagged).
         free_bytes: ``f(path) -> free bytes`` (a hook, so tests can simulate a small disk).
+    A stalled (:func:`hub_timeout`) or unreachable endpoint raises :class:`HubAccessError`.
     """
+    timeout = hub_timeout()
     if offline_mode():
         raise HubAccessError(f"HF_HUB_OFFLINE is set, so nothing can be downloaded. Unset it to "
                              f"download. {_offline_advice()}")
@@ -314,10 +400,10 @@ def plan_download(groups: Sequence[str] = layout.DEFAULT_GROUPS, *, local_dir: s
     api = hub.HfApi(endpoint=endpoint, token=token)
     infos: dict[str, object] = {}
     try:
-        infos[repo_id] = api.model_info(repo_id, revision=revision, files_metadata=True)
+        infos[repo_id] = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=timeout)
         listed: list[PlannedFile] = []
         for g in groups:
-            listed += _list_sources(defs[g], api, repo_id, revision, infos)
+            listed += _list_sources(defs[g], api, repo_id, revision, infos, timeout)
     except Exception as e:  # classified into errors with advice; unknown errors pass unchanged
         err = _as_checkpoint_error(e, f"listing {repo_id}", endpoint, repo_id)
         if err is e:
@@ -399,7 +485,7 @@ def _fetch_locked(plan: DownloadPlan, f: PlannedFile, token: str | bool | None,
     if f.repo_id is not None:
         url = hub_url(f.repo_id, f.remote, revision=plan.commit if f.official else None,
                       endpoint=plan.endpoint)
-        meta = get_meta(url, token=token)
+        meta = get_meta(url, token=token, timeout=hub_timeout())
         location, size, etag = meta.location, meta.size if meta.size is not None else f.size, meta.etag
         same_host = urlparse(location).netloc == urlparse(url).netloc
         headers = build_headers(token=token) if same_host else {}
@@ -411,9 +497,11 @@ def _fetch_locked(plan: DownloadPlan, f: PlannedFile, token: str | bool | None,
             fh.truncate(0)
             offset = 0
         on_event(DownloadEvent("resume" if offset else "start", f.path, size, offset))
-        if size is None or offset < size:
+        if size is None or offset < size:   # bounded resume attempts (private argument, if present)
+            retries = {"_nb_retries": TRANSFER_RETRIES} \
+                if "_nb_retries" in inspect.signature(http_get).parameters else {}
             http_get(location, fh, resume_size=offset, headers=headers, expected_size=size,
-                     displayed_filename=f.path)
+                     displayed_filename=f.path, **retries)
     got = part.stat().st_size
     if size is not None and got != size:
         raise CorruptDownloadError(f"{f.path}: downloaded {got} bytes, the hub lists {size}; "
@@ -460,7 +548,8 @@ def execute(plan: DownloadPlan, *, token: str | bool | None = None, max_workers:
 
     The free-disk check must have passed (:func:`check_disk_space`; :func:`download` does it).
     On failure the files finished so far are in place and recorded, partial files are kept
-    for the next run, and the first error is raised (with advice).
+    for the next run, and the first error is raised (with advice). Requests wait at most
+    :func:`hub_timeout` per read; a stalled transfer is retried :data:`TRANSFER_RETRIES` times.
     """
     emit = on_event or (lambda e: None)
     plan.folder.mkdir(parents=True, exist_ok=True)
@@ -491,7 +580,7 @@ def execute(plan: DownloadPlan, *, token: str | bool | None = None, max_workers:
 
     errors: list[tuple[PlannedFile, Exception]] = []
     done: list[str] = []
-    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+    with _transfer_timeout(hub_timeout()), ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
         futures = {pool.submit(one, f): f for f in plan.to_fetch}
         for fut, f in futures.items():
             try:
@@ -501,7 +590,9 @@ def execute(plan: DownloadPlan, *, token: str | bool | None = None, max_workers:
     if errors:
         f, e = errors[0]
         more = f" ({len(errors) - 1} more file(s) failed too)" if len(errors) > 1 else ""
-        err = _as_checkpoint_error(e, f"downloading {f.path}", plan.endpoint, f.repo_id)
+        hub = f.repo_id is not None
+        err = _as_checkpoint_error(e, f"downloading {f.path}", plan.endpoint if hub else f.remote,
+                                   f.repo_id, hub=hub)
         if err is e:
             raise e
         raise type(err)(f"{err}{more}") from e

@@ -8,6 +8,9 @@
 
 Without ``--local_dir`` files go to (and are looked for in) the Hugging Face cache
 (``HF_HUB_CACHE`` / ``--cache_dir``); status/verify also honour ``WAN_ANIMATE_CKPT_DIR``.
+quick/download contact ``--endpoint`` (default ``HF_ENDPOINT``, huggingface.co); every network
+call waits at most ``WAN_ANIMATE_HUB_TIMEOUT`` seconds (default 20) for an answer, so a stalled
+hub, mirror or proxy ends in an error with advice. status/verify never use the network.
 Exit codes: 0 ok, 1 error (verify: any missing or corrupt file; status: cannot generate).
 """
 from __future__ import annotations
@@ -41,7 +44,9 @@ def _download_args(p: argparse.ArgumentParser, default_groups: tuple[str, ...]) 
     p.add_argument("--revision", default=layout.DEFAULT_REVISION, help="branch, tag or commit")
     p.add_argument("--token", default=None,
                    help="Hugging Face token (default: HF_TOKEN or the `hf auth login` token)")
-    p.add_argument("--endpoint", default=None, help="hub URL or mirror (default: HF_ENDPOINT)")
+    p.add_argument("--endpoint", default=None,
+                   help="hub URL or mirror (default: HF_ENDPOINT); each call waits at most "
+                        "WAN_ANIMATE_HUB_TIMEOUT seconds (default 20) for an answer")
     p.add_argument("--max-workers", "--max_workers", dest="max_workers", type=int, default=4,
                    help="files downloaded in parallel")
     p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
