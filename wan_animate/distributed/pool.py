@@ -171,7 +171,7 @@ class _Workers:
                 rank = by_conn[obj]
                 try:
                     msg = obj.recv()
-                except EOFError:
+                except (EOFError, OSError):  # closed or reset: its sentinel tells the rest
                     by_conn.pop(obj)
                     continue
                 if isinstance(msg, Status):
@@ -322,7 +322,7 @@ class _Workers:
             rank = self.conns.index(obj)
             try:
                 msg = obj.recv()
-            except EOFError:
+            except (EOFError, OSError):  # the rank's end closed, or reset as the monitor killed it
                 self._raise_death(st)
             if getattr(msg, "job_id", st.job.job_id) != st.job.job_id:
                 log.debug("dropping stale %r", msg)
