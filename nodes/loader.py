@@ -225,6 +225,11 @@ class WanAnimateModelLoader(io.ComfyNode):
                                        "e.g. a 4-step distillation LoRA (then steps 4, guidance 1)."),
                 io.Float.Input("lora_strength", default=1.0, min=-4.0, max=4.0, step=0.05, optional=True,
                                tooltip="Strength of that LoRA (1.0 = as trained)."),
+                io.Combo.Input("encoders", options=["auto", "parked", "gpu"], default="auto", optional=True,
+                               tooltip="umT5 + CLIP (11.8 GB) between encodes. auto = parked on a GPU: "
+                                       "kept in host RAM, copied in once per new prompt / reference "
+                                       "(~0.3 s), so the GPU has that room while denoising and decoding. "
+                                       "gpu: always on the GPU."),
             ],
             outputs=[ModelType.Output(display_name="model")],
         )
@@ -249,12 +254,12 @@ class WanAnimateModelLoader(io.ComfyNode):
                 fsdp: bool, relighting_lora: bool, dit_file: str = OFFICIAL, t5_file: str = OFFICIAL,
                 clip_file: str = OFFICIAL, vae_file: str = OFFICIAL, relight_file: str = OFFICIAL,
                 tokenizer_path: str = "", mode: str = "exact", swap_blocks: int = 0,
-                t5_cpu: bool = False, lora: str = "(none)", lora_strength: float = 1.0
-                ) -> io.NodeOutput:
+                t5_cpu: bool = False, lora: str = "(none)", lora_strength: float = 1.0,
+                encoders: str = "auto") -> io.NodeOutput:
         files = {"dit_file": dit_file, "t5_file": t5_file, "clip_file": clip_file, "vae_file": vae_file,
                  "relight_file": relight_file}
         spec = build_spec(checkpoint, ckpt_path, files, tokenizer_path, gpus=gpus, dtype=dtype,
                           attention=attention, fsdp=fsdp, use_relighting_lora=relighting_lora,
                           mode=mode, swap_blocks=swap_blocks, t5_cpu=t5_cpu,
-                          loras=lora_spec(lora, lora_strength))
+                          loras=lora_spec(lora, lora_strength), encoders=encoders)
         return io.NodeOutput(load_model(spec))

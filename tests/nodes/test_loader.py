@@ -169,10 +169,12 @@ def test_speed_memory_and_lora_widgets_reach_the_spec(loader, nodes, comfy_model
         loader.lora_spec("missing.safetensors", 1.0)
     args = {"checkpoint": "Tiny-Animate", "ckpt_path": "", "dtype": "fp32", "attention": "auto",
             "gpus": 1, "fsdp": True, "relighting_lora": False}
+    assert s["encoders"].options == ["auto", "parked", "gpu"] and s["encoders"].optional
     (model,) = run_node(nodes.WanAnimateModelLoader, **args, mode="fast", swap_blocks=3, t5_cpu=True,
-                        lora="distill_4step.safetensors", lora_strength=0.8)
+                        lora="distill_4step.safetensors", lora_strength=0.8, encoders="gpu")
     assert (model.spec.mode, model.spec.swap_blocks, model.spec.t5_cpu) == ("fast", 3, True)
+    assert model.spec.encoders == "gpu"
     assert model.spec.loras == ((str(loras / "distill_4step.safetensors"), 0.8),)
     (plain,) = run_node(nodes.WanAnimateModelLoader, **args)       # saved workflows without them
-    assert (plain.spec.mode, plain.spec.swap_blocks, plain.spec.t5_cpu, plain.spec.loras) == \
-        ("exact", 0, False, ())
+    assert (plain.spec.mode, plain.spec.swap_blocks, plain.spec.t5_cpu, plain.spec.loras,
+            plain.spec.encoders) == ("exact", 0, False, (), "auto")

@@ -66,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offload_model", default=None, help="accepted for compatibility")
     p.add_argument("--t5_cpu", action="store_true",
                    help="keep umT5-XXL (11 GB) on the CPU; the prompt is encoded there once")
+    p.add_argument("--encoders", default="auto", choices=("auto", "parked", "gpu"),
+                   help="umT5 + CLIP between encodes (auto: parked in host RAM on a GPU and copied in "
+                        "once per new prompt, ~0.3 s; gpu: always resident)")
     p.add_argument("--swap_blocks", type=int, default=0,
                    help="DiT blocks kept in host memory and streamed to the GPU each step "
                         "(one GPU; e.g. 26 fits 720p in 24 GB with --t5_cpu)")
@@ -136,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(ModelSpec(str(args.ckpt_dir), gpus=gpus, device=str(device),
                                  use_relighting_lora=args.use_relighting_lora, loras=loras,
                                  mode=args.mode, attention=args.attention,
-                                 swap_blocks=args.swap_blocks, t5_cpu=args.t5_cpu))
+                                 swap_blocks=args.swap_blocks, t5_cpu=args.t5_cpu,
+                                 encoders=args.encoders))
     print(f"placement: {model.spec.placement().describe()}")
     try:
         latent = model.sample(inputs, opts, on_step=bars)
