@@ -96,3 +96,11 @@ def test_too_little_space_for_the_estimate(tmp_path: Path) -> None:
     free = shutil.disk_usage(tmp_path).free
     with pytest.raises(InputError, match="MiB free but the output needs about"):
         check_file_destination(tmp_path / "out.mp4", "--save_file", need_bytes=free * 4)
+
+
+def test_a_recorded_file_the_user_replaced_is_kept(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    write_file_set(job, {"src_pose.mp4": _writer(b"1"), "src_bg.mp4": _writer(b"ours")})
+    (job / "src_bg.mp4").write_bytes(b"the user's own background, put here since")
+    write_file_set(job, {"src_pose.mp4": _writer(b"2")})
+    assert (job / "src_bg.mp4").read_bytes() == b"the user's own background, put here since"

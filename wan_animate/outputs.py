@@ -9,8 +9,9 @@ Every command that writes a result uses this module:
 - :func:`write_file_set` puts a set of files into a folder that may already hold other files:
   the files are first written in a private staging folder inside it, then each is moved over
   its name (``os.replace``). Files this module did not write are never touched; files it wrote
-  in an earlier run and that the new set lacks (say ``src_bg.mp4`` of a replace run before an
-  animate run) are removed, as recorded in the folder's :data:`RECORD` file. A run that fails
+  in an earlier run, that the new set lacks (say ``src_bg.mp4`` of a replace run before an
+  animate run) and that are unchanged since (size and mtime, as recorded in the folder's
+  :data:`RECORD` file) are removed. A run that fails
   or is killed before the moves leaves the earlier result as it was.
 """
 from __future__ import annotations
@@ -119,12 +120,26 @@ def check_folder_destination(path: str | Path, flag: str, need_bytes: int = 0) -
     return path
 
 
-def _recorded(folder: Path) -> set[str]:
+def _signature(path: Path) -> list[int] | None:
+    """(size, mtime in ns) of a file, or None when it is not a regular file."""
     try:
-        names = json.loads((folder / RECORD).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns] if path.is_file() else None
+
+
+def _recorded(folder: Path) -> set[str]:
+    """Names this module wrote in ``folder`` last time and that are still exactly as written
+    (same size and mtime): a file the user replaced since is no longer ours to remove."""
+    try:
+        files = json.loads((folder / RECORD).read_text())["files"]
+        entries = dict(files.items()) if isinstance(files, dict) else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return set()
-    return {n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")}
+    return {n for n, sig in entries.items()
+            if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")
+            and sig is not None and _signature(folder / n) == sig}
 
 
 def write_file_set(folder: str | Path, writers: dict[str, Callable[[Path], object]],
@@ -160,7 +175,8 @@ def write_file_set(folder: str | Path, writers: dict[str, Callable[[Path], objec
 
 def _write_record(folder: Path, staging: Path, names: Sequence[str]) -> None:
     tmp = staging / RECORD
-    tmp.write_text(json.dumps({"files": list(names)}, indent=1) + "\n")
+    files = {n: _signature(folder / n) for n in names}
+    tmp.write_text(json.dumps({"files": files}, indent=1) + "\n")
     os.replace(tmp, folder / RECORD)
 
 

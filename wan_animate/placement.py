@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from wan_animate.errors import InputError
+from wan_animate.errors import InputError, ParallelConfigError
 
 if TYPE_CHECKING:
     from wan_animate.checkpoints.official import Precision
@@ -67,7 +67,7 @@ class Placement:
         ``encoders``: "auto" (parked on CUDA), "gpu" (resident) or "parked".
         """
         if gpus < 1:
-            raise InputError(f"gpus must be >= 1, got {gpus}")
+            raise ParallelConfigError(f"gpus must be >= 1, got {gpus}")
         if dtype not in ("auto", *DTYPES):
             raise InputError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
         if compile not in ("auto", "on", "off"):

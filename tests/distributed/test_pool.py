@@ -159,13 +159,19 @@ def test_failure_while_peer_blocked_restarts(pool):
     assert pool.starts == starts + 1
 
 
+def _signal_at_step_2(pid: int, sig: int, then=None):
+    """An on_step callback that sends ``sig`` to ``pid`` after step 2 (then calls ``then()``)."""
+    def on_step(event):
+        if event.step == 2:
+            os.kill(pid, sig)
+            if then is not None:
+                then()
+    return on_step
+
+
 def test_sigkill_mid_job(pool):
     starts, old = pool.starts, pool.pids
-
-    def kill_rank1(event):
-        if event.step == 2:
-            os.kill(old[1], signal.SIGKILL)
-
+    kill_rank1 = _signal_at_step_2(old[1], signal.SIGKILL)
     t0 = time.monotonic()
     with pytest.raises(WorkerDied, match=r"rank 1 .*exit code -9 \(SIGKILL\)") as info:
         pool.submit(Job("denoise", {"steps": 20, "sleep": 0.2}), on_step=kill_rank1)
@@ -184,11 +190,7 @@ def test_stopped_rank_is_reported_by_rank(caplog):
     try:
         pool.start()
         old = pool.pids
-
-        def stop_rank1(ev):
-            if ev.step == 2:
-                os.kill(old[1], signal.SIGSTOP)
-
+        stop_rank1 = _signal_at_step_2(old[1], signal.SIGSTOP)
         t0 = time.monotonic()
         with pytest.raises(WorkerDied, match=r"rank 1 \(pid \d+\) has been stopped for \d+ s") as info:
             pool.submit(Job("denoise", {"steps": 50, "sleep": 0.2}), on_step=stop_rank1)
@@ -197,19 +199,13 @@ def test_stopped_rank_is_reported_by_rank(caplog):
         assert not _children() & set(old)                  # the stopped rank was killed too
         assert pool.submit(Job("denoise", {"steps": 2}))["total"] == 6.0   # a fresh pool
 
-        old = pool.pids
-        flag = {"cancel": False}
-
-        def stop_then_cancel(ev):
-            if ev.step == 2:
-                os.kill(old[1], signal.SIGSTOP)
-                flag["cancel"] = True
-
         caplog.set_level("WARNING", logger="wan_animate.distributed")
         pool2 = WorkerPool(_spec(stopped_grace_s=12.0))    # long enough to see the waiting note
         pool.close()
         pool2.start()
-        old = pool2.pids
+        flag = {"cancel": False}
+        stop_then_cancel = _signal_at_step_2(pool2.pids[1], signal.SIGSTOP,
+                                             then=lambda: flag.__setitem__("cancel", True))
         with pytest.raises(WorkerDied, match="rank 1 .*stopped"):
             pool2.submit(Job("denoise", {"steps": 50, "sleep": 0.2}), on_step=stop_then_cancel,
                          cancelled=lambda: flag["cancel"])

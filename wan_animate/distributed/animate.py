@@ -33,6 +33,7 @@ from wan_animate.models.dit import AnimateDiT
 from wan_animate.models.lora import LoraPair, normalize_lora_state
 from wan_animate.placement import Placement, encoder_devices, park_encoders, precision
 
+
 @dataclass(frozen=True)
 class PoolModelConfig:
     """What every worker loads (picklable, compared for pool reuse)."""

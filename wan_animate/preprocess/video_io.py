@@ -72,8 +72,7 @@ def read_video(path: str | Path, fps: float | None = None) -> tuple[np.ndarray, 
     if len(idx) < 1:
         raise InputError(f"the video is too short for --fps {fps}: {n_real} frames at {src_fps:g} fps "
                          f"({path}; a higher --fps, or -1 for the source rate, keeps a frame)")
-    if out is None:                                 # unreachable: n_real > 0 allocated it
-        raise InputError(f"{path}: the video has no frames")
+    assert out is not None                          # n_real > 0 allocated it
     return out, float(eff)
 
 
