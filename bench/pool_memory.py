@@ -139,7 +139,7 @@ def run_case(case: dict) -> dict:
         park_encoders(bundle, pl)
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in AnimateDiT(cfg).state_dict().items()}
-    dit = animate.place_dit(env, cfg, prec.dit, pl.attention, pl.dit_sharded)
+    dit = animate.place_dit(env, cfg, pl)
     load_local_shards(dit, RandomRows(shapes, dev, 7), "random DiT")
     dit.eval().requires_grad_(False)
     if bundle is not None:

@@ -27,8 +27,10 @@ def test_bad_mode_and_attention_name_the_input(ckpt):
         ModelSpec(str(ckpt), device="cpu", attention="fa4").validate()
     with pytest.raises(InputError, match="one GPU"):
         ModelSpec(str(ckpt), device="cpu", gpus=2, mode="fast").validate()
-    with pytest.raises(InputError, match="swap_blocks 0"):
-        ModelSpec(str(ckpt), device="cpu", gpus=2, swap_blocks=4).validate()
+    with pytest.raises(InputError, match="needs fsdp on"):
+        ModelSpec(str(ckpt), device="cpu", gpus=2, swap_blocks=1, fsdp=False).validate()
+    with pytest.raises(InputError, match="the DiT has 5 blocks"):      # the tiny DiT
+        ModelSpec(str(ckpt), device="cpu", gpus=2, swap_blocks=6).validate()
     with pytest.raises(InputError, match="between 0 and 40"):
         ModelSpec(str(ckpt), device="cpu", swap_blocks=41).validate()
     assert MODES == ("exact", "fast") and "fa3" in ATTENTION

@@ -29,7 +29,7 @@ def inputs():
 
 def test_defaults_park_the_encoders_on_cuda_only() -> None:
     gpu = Placement.resolve(device_type="cuda", gpus=2, pooled=True)
-    assert (gpu.t5, gpu.clip, gpu.ranks, gpu.compile) == ("parked", "parked", 2, False)
+    assert (gpu.t5, gpu.clip, gpu.ranks, gpu.compile) == ("parked", "parked", 2, True)
     one = Placement.resolve(device_type="cuda", gpus=1, pooled=False, t5_cpu=True)
     assert (one.t5, one.clip, one.compile) == ("cpu", "parked", True)
     assert Placement.resolve(device_type="cuda", gpus=1, pooled=False, encoders="gpu").t5 == "gpu"
@@ -39,10 +39,10 @@ def test_defaults_park_the_encoders_on_cuda_only() -> None:
 
 
 @pytest.mark.parametrize("kw,match", [
-    ({"swap_blocks": 4}, "swap_blocks 0"),
+    ({"swap_blocks": 4, "fsdp": False}, "it needs fsdp on"),
     ({"mode": "fast"}, "mode 'fast'"),
-    ({"compile": "on"}, "compile 'on' is not available on the worker pool"),
     ({"encoders": "host"}, "encoders must be auto, gpu or parked"),
+    ({"swap_blocks": 41}, "swap_blocks must be between 0 and 40"),
 ])
 def test_pool_refusals_name_the_option(ckpt, kw, match) -> None:
     with pytest.raises(InputError, match=match):
@@ -56,6 +56,9 @@ OPTIONS = [
     pytest.param({"attention": "math"}, id="attention-math"),
     pytest.param({"use_relighting_lora": True}, id="relighting"),
     pytest.param({"compile": "off", "encoders": "gpu"}, id="compile-off-encoders-gpu"),
+    pytest.param({"swap_blocks": 1}, id="swap_blocks"),       # BlockSwap / FSDP2 CPU offload
+    pytest.param({"compile": "on"}, id="compile-on"),         # each block's forward, before FSDP2
+    pytest.param({"fsdp": False}, id="fsdp-off"),
 ]
 
 

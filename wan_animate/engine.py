@@ -1,9 +1,10 @@
 """The engine's job-level API: load a model spec once, sample, decode, close.
 
 Used by the ComfyUI nodes (the model socket carries a :class:`WanAnimateModel`) and the CLI.
-A model handle owns where the networks live: with ``gpus > 1`` (or ``use_pool=True``) a
-persistent :class:`~wan_animate.distributed.pool.WorkerPool` holds the DiT sharded across the
-GPUs and runs the denoising there; otherwise the networks live in this process.
+A model handle owns where the networks live (:mod:`wan_animate.placement`, decided once): with
+``gpus > 1`` (or ``use_pool=True``) a persistent :class:`~wan_animate.distributed.pool.WorkerPool`
+holds the DiT sharded across the GPUs; otherwise the same state factory and job handlers run in
+this process as a pool of one.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from wan_animate.models.attention import LocalAttention, NoSequenceParallel
 from wan_animate.errors import CheckpointError, InputError, ParallelConfigError, WanAnimateError
 from wan_animate.sampling.generate import AnimateLatent
 from wan_animate.sampling.options import AnimateInputs, SampleOptions, StepEvent
@@ -120,6 +120,9 @@ class ModelSpec:
         else:
             cfg = DiTConfig.from_json(folder / layout.DIT_CONFIG)
         cfg.check_sp_size(self.gpus)
+        if self.swap_blocks > cfg.num_layers:
+            raise InputError(f"swap_blocks {self.swap_blocks} is more than the DiT has "
+                             f"blocks; the DiT has {cfg.num_layers} blocks: use at most that")
         dev = self.resolved_device()
         if dev.type == "cuda":
             have = torch.cuda.device_count()
@@ -130,128 +133,96 @@ class ModelSpec:
 
 @dataclass
 class WanAnimateModel:
-    """A loaded (or lazily loaded) Wan2.2-Animate model; thread-safe for sequential jobs."""
+    """A loaded (or lazily loaded) Wan2.2-Animate model; thread-safe for sequential jobs.
+
+    Every GPU count runs the same code: the pool's state factory and job handlers
+    (:mod:`wan_animate.distributed.animate`), in this process for one GPU (a pool of one,
+    :meth:`InlineExecutor.in_process`), on a spawned :class:`WorkerPool` for several (or with
+    ``use_pool``), on every rank of a ``torchrun`` launch.
+    """
 
     spec: ModelSpec
-    _bundle: object = field(default=None, repr=False)
-    _inline: object = field(default=None, repr=False)
+    _executor: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def pool_spec(self):  # noqa: ANN201 - PoolSpec, imported lazily
+        """What every rank loads and which handlers serve the jobs."""
+        from wan_animate.distributed.animate import PoolModelConfig
+        from wan_animate.distributed.protocol import PoolSpec
+
+        mod = "wan_animate.distributed.animate"
+        pl = self.spec.placement()
+        cfg = PoolModelConfig(self.spec.ckpt_dir, pl, self.spec.use_relighting_lora,
+                              self.spec.loras, self.spec.comfy_files, self.spec.tokenizer_dir,
+                              self.spec.relight_file)
+        return PoolSpec(
+            factory=f"{mod}:load_state", config=cfg, world_size=pl.ranks,
+            handlers={"generate": f"{mod}:generate_handler", "decode": f"{mod}:decode_handler"},
+            device_type=self.spec.resolved_device().type)
+
+    def executor(self):  # noqa: ANN201 - InlineExecutor | WorkerPool
+        """The pool that runs the jobs (built on first use; the weights load then)."""
+        from wan_animate.distributed.pool import WorkerPool
+        from wan_animate.distributed.worker import InlineExecutor
+
+        _LOADED[self.spec] = self     # a handle ComfyUI cached may reload: track it again
+        if self._executor is not None:
+            return self._executor
+        spec = self.pool_spec()
+        if launched_by_torchrun():
+            # this process is one rank of a torchrun launch (one or several nodes)
+            self._executor = InlineExecutor(spec)
+        elif self.pooled:
+            return WorkerPool.get(spec)
+        else:
+            self._executor = InlineExecutor.in_process(spec, self.spec.resolved_device())
+        return self._executor
+
     def _models(self):  # noqa: ANN202 - ModelBundle, imported lazily
-        from wan_animate.checkpoints.official import load_bundle
+        """The networks of the in-process pool of one (rank 0's bundle, its DiT included)."""
+        if self.pooled:
+            raise ParallelConfigError("the networks of a spawned pool live in its workers")
+        return self.executor().state.bundle
 
-        if self._bundle is None:
-            _LOADED[self.spec] = self     # a handle ComfyUI cached may reload: track it again
-            dev = self.spec.resolved_device()
-            pl = self.spec.placement()
-            p = precision(pl)
-            # block swap: the DiT loads on the CPU and only its resident part moves to the GPU
-            where = {"dit_device": "cpu" if pl.swap_blocks else None, **encoder_devices(pl, dev)}
-            files = self.spec.comfy()
-            if files is not None:
-                from wan_animate.checkpoints.comfy_bundle import load_comfy_bundle
-
-                bundle = load_comfy_bundle(files, dev, p, self.spec.use_relighting_lora,
-                                           self.spec.relight_file, self.spec.loras, **where)
-            else:
-                bundle = load_bundle(self.spec.ckpt_dir, dev, p,
-                                     use_relighting_lora=self.spec.use_relighting_lora,
-                                     loras=self.spec.loras, **where)
-            park_encoders(bundle, pl)
-            if pl.swap_blocks:
-                from wan_animate.models.offload import place_with_swap
-
-                bundle.dit.set_block_runner(place_with_swap(bundle.dit, pl.swap_blocks, dev,
-                                                            fp8=pl.fp8))
-            elif pl.fp8:
-                from wan_animate.models.fp8 import quantize_dit
-
-                quantize_dit(bundle.dit)
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
-            backend = "fa3_fp8" if pl.fp8 and pl.attention == "auto" else pl.attention
-            bundle.dit.set_parallel(NoSequenceParallel(
-                LocalAttention(backend=backend, device=dev, dtype=p.dit,
-                               head_dim=bundle.dit.cfg.head_dim)))
-            if pl.compile:
-                from wan_animate.models.optimize import compile_blocks
-
-                compile_blocks(bundle.dit)
-            self._bundle = bundle
-        return self._bundle
+    @property
+    def loaded(self) -> bool:
+        """Weights are in memory (this process's pool of one, or a torchrun rank)."""
+        return self._executor is not None
 
     @property
     def pooled(self) -> bool:
         return self.spec.pooled
 
-    def _pool(self):  # noqa: ANN202 - WorkerPool, imported lazily
-        from wan_animate.distributed.animate import PoolModelConfig
-        from wan_animate.distributed.pool import WorkerPool
-        from wan_animate.distributed.protocol import PoolSpec
-
-        _LOADED[self.spec] = self
-        mod = "wan_animate.distributed.animate"
-        cfg = PoolModelConfig(self.spec.ckpt_dir, self.spec.placement(),
-                              self.spec.use_relighting_lora, self.spec.loras,
-                              self.spec.comfy_files, self.spec.tokenizer_dir, self.spec.relight_file)
-        spec = PoolSpec(
-            factory=f"{mod}:load_state", config=cfg, world_size=self.spec.gpus,
-            handlers={"generate": f"{mod}:generate_handler", "decode": f"{mod}:decode_handler"},
-            device_type=self.spec.resolved_device().type)
-        if launched_by_torchrun():
-            # this process is one rank of a torchrun launch (one or several nodes): run the
-            # same worker code in place of a spawned pool
-            from wan_animate.distributed.worker import InlineExecutor
-
-            if self._inline is None:
-                self._inline = InlineExecutor(spec)
-            return self._inline
-        return WorkerPool.get(spec)
-
     def sample(self, inputs: AnimateInputs, options: SampleOptions,
                on_step: Callable[[StepEvent], None] | None = None,
                cancelled: Callable[[], bool] | None = None) -> AnimateLatent:
         """Denoise every clip; returns the latent the decode step finishes."""
-        from wan_animate.sampling.generate import generate_latent
+        from wan_animate.distributed.protocol import Job
 
         options.validate()
         inputs.validate(options.mode)
+
+        def relay(ev) -> None:  # noqa: ANN001 - protocol.StepEvent
+            if on_step is not None:
+                on_step(StepEvent(ev.clip, ev.clips, ev.step, ev.total))
+
         with self._lock, oom_advice(self.spec, inputs, options):
-            if self.pooled:
-                from wan_animate.distributed.protocol import Job
-
-                def relay(ev) -> None:  # noqa: ANN001 - protocol.StepEvent
-                    if on_step is not None:
-                        on_step(StepEvent(ev.clip, ev.clips, ev.step, ev.total))
-
-                return self._pool().submit(Job("generate", (inputs, options)), on_step=relay,
-                                           cancelled=cancelled)
-            return generate_latent(self._models(), inputs, options, on_step, cancelled)
+            return self.executor().submit(Job("generate", (inputs, options)), on_step=relay,
+                                          cancelled=cancelled)
 
     def decode(self, latent: AnimateLatent) -> torch.Tensor:
         """Latent -> video [3, N, H, W] in [-1, 1]."""
-        from wan_animate.sampling.generate import decode_latent
+        from wan_animate.distributed.protocol import Job
 
         with self._lock, oom_advice(self.spec, None, None):
-            if self.pooled:
-                from wan_animate.distributed.protocol import Job
-
-                return self._pool().submit(Job("decode", latent))
-            bundle = self._models()
-            if self.spec.swap_blocks:     # a small card: the DiT leaves the GPU while the VAE decodes
-                from wan_animate.models.offload import parked_on_host
-
-                with parked_on_host(bundle.dit, bundle.dit.block_runner):
-                    return decode_latent(bundle.vae, latent)
-            return decode_latent(bundle.vae, latent)
+            return self.executor().submit(Job("decode", latent))
 
     def close(self) -> None:
         """Free the networks (and the pool's GPU memory)."""
         with self._lock:
-            self._bundle = None
-            if self._inline is not None:
-                self._inline.close()
-                self._inline = None
+            if self._executor is not None:
+                self._executor.close()
+                self._executor = None
             elif self.pooled:
                 from wan_animate.distributed.pool import WorkerPool
 

@@ -39,9 +39,10 @@ class Placement:
     device_type: "cuda" or "cpu". ranks: processes (one per GPU; 1 = ComfyUI's process).
     dtype: the DiT's and umT5's weight dtype name ("auto" = bf16 on CUDA, fp32 on CPU).
     dit_sharded: the DiT is split over the ranks with FSDP2 (else each rank holds all of it).
-    swap_blocks: DiT blocks streamed from pinned host memory each step (one GPU).
+    swap_blocks: the last DiT blocks streamed from pinned host memory each step (on one GPU
+    whole blocks, on a pool each rank's FSDP2 shard of them).
     fp8: fast mode, fp8 e4m3 block linears (one GPU). attention: the self-attention kernel.
-    compile: torch.compile of the DiT blocks (one GPU). t5 / clip: "gpu" (resident),
+    compile: torch.compile of each DiT block's forward (any GPU count). t5 / clip: "gpu" (resident),
     "parked" (pinned host memory, visits the GPU per encode) or "cpu" (t5 only: runs there).
     """
 
@@ -81,22 +82,19 @@ class Placement:
         if not 0 <= swap_blocks <= 40:
             raise InputError(f"swap_blocks must be between 0 and 40 (the DiT's blocks), got "
                              f"{swap_blocks}")
-        if swap_blocks and pooled:
-            raise InputError("swap_blocks streams DiT blocks into one GPU; with several GPUs the "
-                             "DiT is already sharded: set swap_blocks 0")
-        if mode == "fast" and pooled:
-            raise InputError("mode 'fast' (fp8) runs on one GPU in this process; set gpus=1 "
-                             "(and no pool), or use mode 'exact' across several GPUs")
-        if compile == "on" and pooled:
-            raise InputError("compile 'on' is not available on the worker pool yet (its DiT "
-                             "blocks run eagerly); use compile 'auto' (compiled on one GPU, "
-                             "eager on the pool) or 'off'")
+        ranks = gpus if pooled else 1
+        if swap_blocks and ranks > 1 and not fsdp:
+            raise InputError("swap_blocks on several GPUs streams each block's FSDP2 shard from "
+                             "host memory; it needs fsdp on (or set swap_blocks 0)")
+        if mode == "fast" and ranks > 1:
+            raise InputError("mode 'fast' (fp8) runs on one GPU; set gpus=1, or use mode 'exact' "
+                             "across several GPUs (swap_blocks fits small cards there)")
         cuda = device_type == "cuda"
         park = cuda and encoders in ("auto", "parked")
-        return cls(device_type=device_type, ranks=gpus if pooled else 1, dtype=dtype,
-                   dit_sharded=fsdp, swap_blocks=swap_blocks, fp8=mode == "fast",
+        return cls(device_type=device_type, ranks=ranks, dtype=dtype,
+                   dit_sharded=fsdp and ranks > 1, swap_blocks=swap_blocks, fp8=mode == "fast",
                    attention=attention,
-                   compile=not pooled and (compile == "on" or (compile == "auto" and cuda)),
+                   compile=compile == "on" or (compile == "auto" and cuda),
                    t5="cpu" if t5_cpu else ("parked" if park else "gpu"),
                    clip="parked" if park else "gpu")
 

@@ -59,7 +59,7 @@ def test_pool_of_two_equals_one_process_with_padding(ckpt, single, tmp_path):
     assert out.shape == ref.shape == (3, 9, 48, 48)
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
     assert [(e.clip, e.step) for e in events] == [(1, 1), (1, 2), (2, 1), (2, 2)]
-    pool = WorkerPool.get(pooled._pool().spec)
+    pool = WorkerPool.get(pooled.pool_spec())
     starts = pool.starts
     # cancel mid-job, then the same pool (weights loaded once) runs the next job
     seen = []

@@ -26,7 +26,7 @@ def test_progress_per_step_and_clip_then_interrupt(nodes, loaded_model, animate_
     with pytest.raises(fake_comfy.mm.InterruptProcessingException) as info:
         nodes.WanAnimateSampler.execute(**args)
     assert isinstance(info.value.__cause__, Cancelled)
-    assert "before step 2/3" in str(info.value.__cause__)        # stopped at the next step
+    assert "step 1/3" in str(info.value.__cause__)               # stopped after step 1
     fake_comfy.events.clear()
     run_node(nodes.WanAnimateSampler, **args)                    # the model still works
     assert len(fake_comfy.events) == 3

@@ -27,5 +27,5 @@ def test_unload_frees_models_and_passes_images_through(nodes, tiny_ckpt) -> None
     assert engine._LOADED
     images = torch.rand(2, 16, 16, 3)
     (out,) = run_node(nodes.WanAnimateUnload, images=images, model=model)
-    assert out is images and not engine._LOADED and model._bundle is None
+    assert out is images and not engine._LOADED and not model.loaded
     assert nodes.WanAnimateUnload.execute().args == (None,)          # nothing connected

@@ -77,37 +77,77 @@ class MeshCfg:
         return self.mesh.cfg_pair(v)
 
 
-def build_sharded_dit(env: WorkerEnv, folder: Path, dtype: torch.dtype, attention: str,
-                      fsdp: bool, cfg: DiTConfig | None = None,
-                      source: Any = None) -> AnimateDiT:
-    """The DiT on this rank: :func:`place_dit`, then only this rank's rows from the files."""
+def build_sharded_dit(env: WorkerEnv, folder: Path, placement: Placement,
+                      cfg: DiTConfig | None = None, source: Any = None) -> AnimateDiT:
+    """The DiT on this rank: :func:`place_dit`, then only this rank's rows from the files
+    (LoRAs are merged by the caller, then :func:`finish_dit`)."""
     cfg = cfg or DiTConfig.from_json(folder / layout.DIT_CONFIG)
-    model = place_dit(env, cfg, dtype, attention, fsdp)
+    model = place_dit(env, cfg, placement)
     source = source or SafetensorsSource.from_index(folder, layout.DIT_INDEX)
     load_local_shards(model, source, str(folder), ignore_missing=layout.is_rebuildable_dit_key)
     return model.eval()
 
 
-def place_dit(env: WorkerEnv, cfg: DiTConfig, dtype: torch.dtype, attention: str,
-              fsdp: bool) -> AnimateDiT:
-    """The DiT laid out on this rank, weights not yet loaded (uninitialized memory): meta build
-    -> Ulysses + FSDP2 -> ``to_empty`` on the rank's device."""
+def place_dit(env: WorkerEnv, cfg: DiTConfig, placement: Placement) -> AnimateDiT:
+    """The DiT laid out on this rank by ``placement``, weights not yet loaded (uninitialized).
+
+    The one placement of every pool size, 1 included (the one-GPU path is a pool of one in
+    ComfyUI's process): meta build -> compile of each block's forward (before ``fully_shard``,
+    torchtitan's order, so FSDP's hooks stay outside the graphs) -> on several ranks Ulysses +
+    FSDP2 per block, the last ``swap_blocks`` blocks with CPU offload (their shards in pinned
+    host memory, copied in before each all-gather) -> ``to_empty``. On one rank a swapped DiT
+    is materialized on the CPU and :func:`finish_dit` streams its blocks (``BlockSwap``).
+    """
+    from wan_animate.distributed.mesh import Axis
+    from wan_animate.distributed.ulysses import UlyssesSequenceParallel
+    from wan_animate.models.attention import NoSequenceParallel
+    from wan_animate.models.optimize import compile_blocks
+
+    dtype = precision(placement).dit
     with torch.device("meta"):
         model = AnimateDiT(cfg).to(dtype)
+    backend = "fa3_fp8" if placement.fp8 and placement.attention == "auto" else placement.attention
+    inner = LocalAttention(backend=backend, device=env.device, dtype=dtype, head_dim=cfg.head_dim)
+    if placement.compile:
+        compile_blocks(model)
+    n, swap = len(model.blocks), placement.swap_blocks
+    if env.world_size == 1:
+        model.requires_grad_(False)
+        model.set_parallel(NoSequenceParallel(inner))
+        model.pool_layouts = {"halves": model.parallel, "mesh": None, "halves_size": 1}
+        model.to_empty(device="cpu" if swap else env.device)
+        return model
     halves, sp = layout_for(env.world_size, cfg.num_heads)
     mesh = build_mesh(env.device.type, cfg=halves, sp=sp)
     pcfg = ParallelConfig(world_size=env.world_size, sp_size=sp, cfg_parallel=halves == 2,
-                          fsdp=fsdp)
-    inner = LocalAttention(backend=attention)
-    parallelize_dit(model, mesh, pcfg, attention=inner, shard_root=False)
+                          fsdp=placement.dit_sharded)
+    parallelize_dit(model, mesh, pcfg, attention=inner, shard_root=False,
+                    host_units=[model.blocks[i] for i in range(n - swap, n)])
     # layouts per job: halves (CFG parallel) or, when the whole pool splits the heads, all ranks
     model.pool_layouts = {"halves": model.parallel, "mesh": mesh, "halves_size": halves}
-    if halves == 2 and cfg.num_heads % env.world_size == 0 and env.world_size > 1:
-        from wan_animate.distributed.ulysses import UlyssesSequenceParallel
-        from wan_animate.distributed.mesh import Axis
-
+    if halves == 2 and cfg.num_heads % env.world_size == 0:
         model.pool_layouts["world"] = UlyssesSequenceParallel(mesh[Axis.FSDP], inner)
     model.to_empty(device=env.device)
+    return model
+
+
+def finish_dit(model: AnimateDiT, placement: Placement, env: WorkerEnv) -> AnimateDiT:
+    """After the weights (and LoRAs) are in: on one rank, stream the swapped blocks from pinned
+    host memory (``BlockSwap``; fp8 blocks quantized on the GPU on their way) or quantize the
+    resident DiT to fp8 (fast mode). Several ranks need nothing more (FSDP2 offloads)."""
+    if env.world_size > 1:
+        return model
+    if placement.swap_blocks:
+        from wan_animate.models.offload import place_with_swap
+
+        model.set_block_runner(place_with_swap(model, placement.swap_blocks, env.device,
+                                               fp8=placement.fp8))
+    elif placement.fp8:
+        from wan_animate.models.fp8 import quantize_dit
+
+        quantize_dit(model)
+    if env.device.type == "cuda":
+        torch.cuda.empty_cache()
     return model
 
 
@@ -170,12 +210,13 @@ def load_state(env: WorkerEnv, config: PoolModelConfig) -> WorkerState:
     p = precision(pl)
     if config.comfy_files is not None:
         return _load_comfy_state(env, config, p)
-    dit = build_sharded_dit(env, folder, p.dit, pl.attention, pl.dit_sharded)
+    dit = build_sharded_dit(env, folder, pl)
     if config.use_relighting_lora:
         path = folder / layout.RELIGHT_LORA_FILE
         state = read_pth(path, wrapper_keys=(layout.RELIGHT_LORA_WRAPPER_KEY,))
         merge_lora_local(dit, normalize_lora_state(state, str(path)))
     merge_user_loras_local(dit, config.loras)
+    finish_dit(dit, pl, env)
     return _with_rank0_bundle(env, dit, pl, lambda: load_bundle(
         folder, env.device, p, with_dit=False, **encoder_devices(pl, env.device)))
 
@@ -200,15 +241,17 @@ def _load_comfy_state(env: WorkerEnv, config: PoolModelConfig, p: Any) -> Worker
     pl = config.placement
     files = ComfyFiles(*config.comfy_files, tokenizer=config.tokenizer_dir)
     source = SingleFileDiTSource(files.dit, p.dit)
-    dit = build_sharded_dit(env, Path(files.dit), p.dit, pl.attention, pl.dit_sharded,
-                            cfg=dit_config(files.dit), source=source)
+    dit = build_sharded_dit(env, Path(files.dit), pl, cfg=dit_config(files.dit), source=source)
     merge_user_loras_local(dit, lora_list(config.use_relighting_lora, config.relight_file, config.loras))
+    finish_dit(dit, pl, env)
     return _with_rank0_bundle(env, dit, pl, lambda: load_comfy_bundle(
         files, env.device, p, with_dit=False, **encoder_devices(pl, env.device)))
 
 
 def _broadcast(obj: Any, env: WorkerEnv) -> Any:
     """rank 0's ``obj`` on every rank (pickled over the gloo control group, tensors on CPU)."""
+    if env.world_size == 1:
+        return obj
     box = [obj]
     dist.broadcast_object_list(box, src=0, group=env.control_group)
     return box[0]
@@ -243,7 +286,7 @@ def _denoise_everywhere(state: WorkerState, ctx: JobContext, clips: int, msg: di
     cfg_par = _select_layout(state.dit, msg["guide"])
     return denoise_clip(state.dit, solver, msg["noise"].to(dev), video, cond, msg["guide"],
                         on_step=lambda s, n: ctx.step(msg["index"] + 1, s, n, clips),
-                        cfg_parallel=cfg_par)
+                        cancelled=ctx.cancel_before_step, cfg_parallel=cfg_par)
 
 
 def generate_handler(state: WorkerState, payload: tuple, ctx: JobContext) -> Any:
@@ -261,9 +304,10 @@ def generate_handler(state: WorkerState, payload: tuple, ctx: JobContext) -> Any
     def denoise(dit, solver, noise, video, cond, guide, on_step=None, cancelled=None, trace=None):
         index = len(clips_total)
         clips_total.append(index)
+        host = "cpu" if state.env.world_size > 1 else state.env.device  # a pool of one keeps them
         msg = dict(index=index, clips=clips_count[0], solver=options.solver, steps=options.steps,
-                   shift=options.shift, guide=guide, noise=noise.cpu(), video=_to(video, "cpu"),
-                   clip=_to(cond, "cpu"))
+                   shift=options.shift, guide=guide, noise=noise.to(host), video=_to(video, host),
+                   clip=_to(cond, host))
         _broadcast(msg, state.env)
         in_denoise[0] = True
         out = _denoise_everywhere(state, ctx, clips_count[0], msg)
@@ -292,4 +336,11 @@ def decode_handler(state: WorkerState, payload: Any, ctx: JobContext) -> Any:
 
     if ctx.rank != 0:
         return None
+    runner = state.dit.block_runner
+    if runner is not None and state.env.device.type == "cuda":
+        # a block-swapped DiT on one GPU (a small card) leaves it while the VAE decodes
+        from wan_animate.models.offload import parked_on_host
+
+        with parked_on_host(state.dit, runner):
+            return decode_latent(state.bundle.vae, payload)
     return decode_latent(state.bundle.vae, payload)

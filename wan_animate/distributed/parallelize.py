@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
 from wan_animate.distributed.mesh import Axis, ParallelMesh
 from wan_animate.distributed.ulysses import UlyssesSequenceParallel, check_heads
@@ -101,17 +101,25 @@ def _num_heads(model: nn.Module) -> int | None:
 
 
 def shard_units(root: nn.Module, units: Iterable[nn.Module], mesh: ParallelMesh,
-                cfg: ParallelConfig, shard_root: bool = True) -> nn.Module:
+                cfg: ParallelConfig, shard_root: bool = True,
+                host_units: Iterable[nn.Module] = ()) -> nn.Module:
     """``fully_shard`` each unit (a repeated block), then ``root`` for the remaining parameters.
 
     Parameters are frozen first (inference only), which lets one unit hold parameters of
     several dtypes. Works on a meta-device model; materialize with ``to_empty`` afterwards.
+    ``host_units`` (some of ``units``) keep their shards in host memory (pinned on CUDA) and
+    copy them to the device before each all-gather (FSDP2's CPU offload: block swap on a pool).
     """
     root.requires_grad_(False)
     kwargs = dict(mesh=mesh[Axis.FSDP], mp_policy=cfg.mp_policy,
                   reshard_after_forward=cfg.reshard_after_forward)
+    on_host = {id(u) for u in host_units}
+    pin = mesh[Axis.FSDP].device_type == "cuda"
     for unit in units:
-        fully_shard(unit, **kwargs)
+        if id(unit) in on_host:
+            fully_shard(unit, offload_policy=CPUOffloadPolicy(pin_memory=pin), **kwargs)
+        else:
+            fully_shard(unit, **kwargs)
     if shard_root:
         fully_shard(root, **kwargs)
     return root
@@ -131,7 +139,8 @@ def dit_units(model: nn.Module) -> list[nn.Module]:
 
 def parallelize_dit(model: nn.Module, mesh: ParallelMesh, cfg: ParallelConfig,
                     *, attention: AttentionBackend | None = None,
-                    shard_root: bool = True) -> nn.Module:
+                    shard_root: bool = True,
+                    host_units: Iterable[nn.Module] = ()) -> nn.Module:
     """Apply the pool's layout to a DiT in place: SP attention, then FSDP2 per block, then root.
 
     Args:
@@ -144,6 +153,7 @@ def parallelize_dit(model: nn.Module, mesh: ParallelMesh, cfg: ParallelConfig,
         shard_root: also shard the parameters outside the units. The Animate DiT keeps them
             replicated (about 0.3 B parameters: embeddings, head, motion/face encoders) so the
             per-clip encoders (``encode_motion``, ``embed_context``) run on any rank alone.
+        host_units: units whose shards live in host memory (:func:`shard_units`); needs fsdp.
     """
     _check_mesh(mesh, cfg)
     heads = _num_heads(model)
@@ -152,8 +162,13 @@ def parallelize_dit(model: nn.Module, mesh: ParallelMesh, cfg: ParallelConfig,
     inner = attention or LocalAttention()
     sp = UlyssesSequenceParallel(mesh[Axis.SP], inner) if cfg.sp_size > 1 else NoSequenceParallel(inner)
     model.set_parallel(sp)
+    host_units = list(host_units)
+    if host_units and not cfg.fsdp:
+        raise ParallelConfigError("swapped blocks on a pool stream their FSDP2 shards from host "
+                                  "memory: keep fsdp on, or set swap_blocks 0")
     if cfg.fsdp:
-        shard_units(model, dit_units(model), mesh, cfg, shard_root=shard_root)
+        shard_units(model, dit_units(model), mesh, cfg, shard_root=shard_root,
+                    host_units=host_units)
     else:
         model.requires_grad_(False)
     return model

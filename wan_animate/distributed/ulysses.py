@@ -48,8 +48,12 @@ def _as_group(group: ProcessGroup | DeviceMesh | None) -> ProcessGroup:
     return group if group is not None else dist.group.WORLD
 
 
+@torch.compiler.disable
 def _all_to_all(x: torch.Tensor, group: ProcessGroup) -> torch.Tensor:
-    """Exchange equal dim-0 chunks: chunk j of ``x`` goes to rank j; out[j] came from rank j."""
+    """Exchange equal dim-0 chunks: chunk j of ``x`` goes to rank j; out[j] came from rank j.
+
+    Left out of compiled graphs (a graph break in a compiled block): the process-group call
+    runs eagerly, the layout work around it is compiled."""
     x = x.contiguous()
     out = torch.empty_like(x)
     dist.all_to_all_single(out, x, group=group)

@@ -84,14 +84,15 @@ class WorkerEnv:
         rank / world_size: in the default process group (the pool).
         device: this rank's compute device (``cuda:<i>`` or ``cpu``).
         backend: ``"nccl"`` or ``"gloo"`` (the default group, used by the model).
-        control_group: a gloo group used only for cancel / error agreement.
+        control_group: a gloo group used only for cancel / error agreement (None for the
+            in-process pool of one, which has no peer to agree with).
     """
 
     rank: int
     world_size: int
     device: torch.device
     backend: str
-    control_group: ProcessGroup
+    control_group: ProcessGroup | None
 
 
 class _PeerAborted(Exception):
@@ -129,6 +130,8 @@ class JobContext:
 
     def _agree(self, flag: int) -> list[int]:
         """All ranks' flags (one all-reduce of ``world_size`` int32 on the control group)."""
+        if self.env.world_size == 1:
+            return [flag]
         flags = torch.zeros(self.env.world_size, dtype=torch.int32)
         flags[self.env.rank] = flag
         try:
@@ -156,6 +159,14 @@ class JobContext:
         if _CANCEL in flags:
             self.terminal, self.outcome = True, "cancelled"
             raise Cancelled(f"job {self.job_id} cancelled after clip {clip} step {step}/{total}")
+
+    def cancel_before_step(self) -> bool:
+        """On a pool of one (no peer to agree with), a cancel seen before a step ends the job
+        there, as the in-process sampler always did; larger pools stop at ``step`` together."""
+        if self.env.world_size == 1 and not self.terminal and self._poll_cancel():
+            self.terminal, self.outcome = True, "cancelled"
+            return True
+        return False
 
     def finish(self, failed: bool) -> list[int]:
         """The job's last agreement (run by the executor, not by handlers)."""
@@ -193,7 +204,7 @@ def execute(state: Any, spec: PoolSpec, job: Job, ctx: JobContext,
         return Outcome("aborted", failed_ranks=tuple(e.ranks))
     except Exception as e:
         if ctx.terminal and isinstance(e, Cancelled) and ctx.outcome == "cancelled":
-            return Outcome("cancelled")
+            return Outcome("cancelled", error=str(e))
         tb, err = traceback.format_exc(), _describe(e)
         log.error("job %d (%s) failed:\n%s", job.job_id, job.kind, tb)
         if on_failure is not None:
@@ -391,17 +402,27 @@ def _serve(env: WorkerEnv, spec: PoolSpec, state: Any, conn: Connection) -> None
 # --- torchrun ------------------------------------------------------------------------------
 
 class InlineExecutor:
-    """The pool's job interface inside the current process, for ``torchrun`` launches.
+    """The pool's job interface inside the current process: every rank of a ``torchrun``
+    launch, or (:meth:`in_process`) the pool of one that is the one-GPU path.
 
     Every rank constructs it with the same spec (the factory runs once here) and calls
     ``submit`` with the same jobs. Rank 0 returns the result, other ranks None.
     """
 
-    def __init__(self, spec: PoolSpec) -> None:
+    def __init__(self, spec: PoolSpec, env: WorkerEnv | None = None) -> None:
         self.spec = spec
-        self.env = init_from_env(spec)
+        self.env = env if env is not None else init_from_env(spec)
         self.state = resolve(spec.factory)(self.env, spec.config)
         self._ids = itertools.count(1)
+
+    @classmethod
+    def in_process(cls, spec: PoolSpec, device: torch.device) -> InlineExecutor:
+        """A pool of one in this process on ``device``: the same factory and handlers as a
+        spawned pool, no process group (nothing to agree with)."""
+        if spec.world_size != 1:
+            raise ParallelConfigError(f"an in-process executor is a pool of one; the spec asks "
+                                      f"for {spec.world_size} ranks")
+        return cls(spec, WorkerEnv(0, 1, torch.device(device), "none", None))
 
     def submit(self, job: Job, on_step: Callable[[StepEvent], None] | None = None,
                cancelled: Callable[[], bool] | None = None) -> Any:
@@ -412,7 +433,7 @@ class InlineExecutor:
         if outcome.status == "ok":
             return outcome.result if self.env.rank == 0 else None
         if outcome.status == "cancelled":
-            raise Cancelled(f"job {job_id} ({job.kind}) cancelled")
+            raise Cancelled(outcome.error or f"job {job_id} ({job.kind}) cancelled")
         if outcome.status == "aborted":
             raise WorkerError(f"job {job_id} ({job.kind}) stopped: rank(s) "
                               f"{list(outcome.failed_ranks)} failed (see their log)",
@@ -422,5 +443,6 @@ class InlineExecutor:
                           worker_traceback=outcome.traceback, error=outcome.error)
 
     def close(self) -> None:
-        if dist.is_initialized():
+        self.state = None
+        if self.env.control_group is not None and dist.is_initialized():
             dist.destroy_process_group()

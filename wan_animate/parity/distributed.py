@@ -28,12 +28,15 @@ def load_fixture_dit(env, spec: FixtureSpec):  # noqa: ANN001, ANN201 - WorkerEn
     from wan_animate.distributed.animate import build_sharded_dit, merge_lora_local
     from wan_animate.distributed.loading import SafetensorsSource
     from wan_animate.models.lora import normalize_lora_state
+    from wan_animate.placement import Placement
 
     folder = Path(spec.folder)
     cfg = read_config(folder)
     dcfg = DiTConfig.from_dict(cfg["constructor"], cfg.get("hardcoded_overrides", {}))
     source = SafetensorsSource([folder / "weights.safetensors"])
-    model = build_sharded_dit(env, folder, torch.float32, "auto", True, cfg=dcfg, source=source)
+    placement = Placement(device_type=env.device.type, ranks=env.world_size, dtype="fp32",
+                          dit_sharded=env.world_size > 1)
+    model = build_sharded_dit(env, folder, placement, cfg=dcfg, source=source)
     if spec.lora_folder:
         lf = Path(spec.lora_folder)
         alpha = float(read_config(lf).get("alpha", 0)) or None
