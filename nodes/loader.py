@@ -212,9 +212,10 @@ class WanAnimateModelLoader(io.ComfyNode):
                                        "DiT blocks + fp8 attention (FA3), ~1.4x faster per step on "
                                        "H100/H200 at a small quality cost; one GPU only."),
                 io.Int.Input("swap_blocks", default=0, min=0, max=40, step=1, optional=True,
-                             tooltip="One GPU with little memory (24-48 GB): DiT blocks kept in "
-                                     "host RAM and streamed to the GPU each step, one block "
-                                     "ahead. 0 = all on the GPU."),
+                             tooltip="GPUs with little memory (24-48 GB): DiT blocks kept in host "
+                                     "RAM and streamed to the GPU each step, one block ahead (on "
+                                     "several GPUs each GPU's shard of them). 0 = as the memory "
+                                     "plan says (memory auto), or all on the GPU."),
                 io.Boolean.Input("t5_cpu", default=False, optional=True,
                                  tooltip="Keep the 11 GB umT5 text encoder on the CPU (the prompt "
                                          "is encoded there once per video)."),
@@ -230,6 +231,12 @@ class WanAnimateModelLoader(io.ComfyNode):
                                        "kept in host RAM, copied in once per new prompt / reference "
                                        "(~0.3 s), so the GPU has that room while denoising and decoding. "
                                        "gpu: always on the GPU."),
+                io.Combo.Input("memory", options=["auto", "off"], default="auto", optional=True,
+                               tooltip="auto: with swap_blocks 0, swap as many DiT blocks as the "
+                                       "free memory of the GPUs needs for a 1280x720, 77-frame "
+                                       "clip; the plan (per GPU: resident, expected peak) is "
+                                       "printed in the console and the Model Status node. off: "
+                                       "no swapping unless swap_blocks says so."),
             ],
             outputs=[ModelType.Output(display_name="model")],
         )
@@ -255,11 +262,11 @@ class WanAnimateModelLoader(io.ComfyNode):
                 clip_file: str = OFFICIAL, vae_file: str = OFFICIAL, relight_file: str = OFFICIAL,
                 tokenizer_path: str = "", mode: str = "exact", swap_blocks: int = 0,
                 t5_cpu: bool = False, lora: str = "(none)", lora_strength: float = 1.0,
-                encoders: str = "auto") -> io.NodeOutput:
+                encoders: str = "auto", memory: str = "auto") -> io.NodeOutput:
         files = {"dit_file": dit_file, "t5_file": t5_file, "clip_file": clip_file, "vae_file": vae_file,
                  "relight_file": relight_file}
         spec = build_spec(checkpoint, ckpt_path, files, tokenizer_path, gpus=gpus, dtype=dtype,
                           attention=attention, fsdp=fsdp, use_relighting_lora=relighting_lora,
                           mode=mode, swap_blocks=swap_blocks, t5_cpu=t5_cpu,
-                          loras=lora_spec(lora, lora_strength), encoders=encoders)
+                          loras=lora_spec(lora, lora_strength), encoders=encoders, memory=memory)
         return io.NodeOutput(load_model(spec))

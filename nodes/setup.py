@@ -19,8 +19,12 @@ class WanAnimateModelStatus(io.ComfyNode):
         return io.Schema(
             node_id="WanAnimateModelStatus", display_name=cls.DISPLAY_NAME, category="WanAnimate/setup",
             description="Check a checkpoint folder without loading it: every component present, "
-                        "missing or corrupt, and the features a missing one disables.",
-            inputs=checkpoint_inputs(),
+                        "missing or corrupt, and the features a missing one disables. With a "
+                        "model connected, also where its networks live and its memory plan "
+                        "(per rank: resident GiB, expected peak).",
+            inputs=[*checkpoint_inputs(),
+                    ModelType.Input("model", optional=True,
+                                    tooltip="A loaded model: adds its placement and memory plan.")],
             outputs=[io.String.Output(display_name="report"),
                      io.Boolean.Output(display_name="can_generate")],
             is_output_node=True,
@@ -32,14 +36,16 @@ class WanAnimateModelStatus(io.ComfyNode):
         return float("nan")                 # never cached: files may have changed on disk
 
     @classmethod
-    def execute(cls, checkpoint: str, ckpt_path: str) -> io.NodeOutput:
+    def execute(cls, checkpoint: str, ckpt_path: str,
+                model: WanAnimateModel | None = None) -> io.NodeOutput:
+        plan = "" if model is None else "\n\nplacement: " + model.describe()
         try:
             folder = resolve_checkpoint(checkpoint, ckpt_path)
         except CheckpointError as e:
-            text = f"{e}\nget one with: wan-animate setup quick"
+            text = f"{e}\nget one with: wan-animate setup quick{plan}"
             return io.NodeOutput(text, False, ui={"text": [text]})
         report = status_report(folder)
-        text = report.format()
+        text = report.format() + plan
         return io.NodeOutput(text, bool(report.can_generate), ui={"text": [text]})
 
 

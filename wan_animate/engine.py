@@ -64,6 +64,9 @@ class ModelSpec:
     encoders: str = "auto"
     """umT5 / CLIP between encodes: "auto" (= "parked" on CUDA: pinned host memory, a GPU visit
     per new prompt / reference), "gpu" (resident)."""
+    memory: str = "auto"
+    """"auto": on CUDA with swap_blocks 0, swap as many DiT blocks as the GPUs' free memory needs
+    for a 1280x720, 77-frame clip (:mod:`wan_animate.memory_plan`; printed at load); "off": none."""
 
     @property
     def pooled(self) -> bool:
@@ -107,6 +110,8 @@ class ModelSpec:
             raise CheckpointError(f"checkpoint folder not found: {folder}; download it with "
                                   f"`wan-animate setup download --local_dir {folder}`")
         self.placement()
+        if self.memory not in ("auto", "off"):
+            raise InputError(f"memory must be auto or off; got {self.memory!r}")
         for path, _ in self.loras:
             if not Path(path).exists():
                 raise CheckpointError(f"LoRA file not found: {path}")
@@ -144,6 +149,44 @@ class WanAnimateModel:
     spec: ModelSpec
     _executor: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _plan: object = field(default=None, repr=False)
+    _announced: bool = field(default=False, repr=False)
+
+    def memory_plan(self):  # noqa: ANN201 - MemoryPlan | None
+        """The ``auto`` memory plan (made once, from the free memory before loading), or None
+        where none applies (CPU, ``memory="off"``, an explicit ``swap_blocks``)."""
+        spec = self.spec
+        if self._plan is None and spec.memory == "auto" and spec.swap_blocks == 0 \
+                and spec.resolved_device().type == "cuda":
+            from wan_animate.memory_plan import free_gpu_bytes, plan_memory
+            from wan_animate.models.config import DiTConfig
+
+            pl = spec.placement()
+            files = spec.comfy()
+            if files is not None:
+                from wan_animate.checkpoints.comfy_bundle import declared_dit_config
+
+                cfg = declared_dit_config(files.dit)
+            else:
+                from wan_animate.checkpoints import layout
+
+                cfg = DiTConfig.from_json(Path(spec.ckpt_dir) / layout.DIT_CONFIG)
+            t5 = int(10.6 * 2 ** 30) if pl.t5 == "parked" else 0
+            self._plan = plan_memory(cfg, pl, free_gpu_bytes("cuda", pl.ranks), t5_bytes=t5)
+        return self._plan
+
+    def placement(self) -> Placement:
+        """The spec's placement with the memory plan's swap count."""
+        import dataclasses
+
+        pl = self.spec.placement()
+        plan = self.memory_plan()
+        return pl if plan is None else dataclasses.replace(pl, swap_blocks=plan.swap_blocks)
+
+    def describe(self) -> str:
+        """Placement and memory plan, for the console and the Model Status node."""
+        plan = self.memory_plan()
+        return self.placement().describe() + ("" if plan is None else "\n" + plan.describe())
 
     def pool_spec(self):  # noqa: ANN201 - PoolSpec, imported lazily
         """What every rank loads and which handlers serve the jobs."""
@@ -151,7 +194,7 @@ class WanAnimateModel:
         from wan_animate.distributed.protocol import PoolSpec
 
         mod = "wan_animate.distributed.animate"
-        pl = self.spec.placement()
+        pl = self.placement()
         cfg = PoolModelConfig(self.spec.ckpt_dir, pl, self.spec.use_relighting_lora,
                               self.spec.loras, self.spec.comfy_files, self.spec.tokenizer_dir,
                               self.spec.relight_file)
@@ -169,6 +212,11 @@ class WanAnimateModel:
         if self._executor is not None:
             return self._executor
         spec = self.pool_spec()
+        if self.memory_plan() is not None and not self._announced:
+            import logging
+
+            self._announced = True
+            logging.getLogger("wan_animate").warning("Wan Animate: %s", self.describe())
         if launched_by_torchrun():
             # this process is one rank of a torchrun launch (one or several nodes)
             self._executor = InlineExecutor(spec)

@@ -70,8 +70,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="umT5 + CLIP between encodes (auto: parked in host RAM on a GPU and copied in "
                         "once per new prompt, ~0.3 s; gpu: always resident)")
     p.add_argument("--swap_blocks", type=int, default=0,
-                   help="DiT blocks kept in host memory and streamed to the GPU each step "
-                        "(one GPU; e.g. 26 fits 720p in 24 GB with --t5_cpu)")
+                   help="DiT blocks kept in host memory and streamed to the GPU each step (on "
+                        "several GPUs each GPU's shard of them); 0 = as --memory auto plans")
+    p.add_argument("--memory", default="auto", choices=("auto", "off"),
+                   help="auto: with --swap_blocks 0, swap as many blocks as the GPUs' free memory "
+                        "needs for a 1280x720, 77-frame clip (the plan is printed); off: none")
 
 
 def parse_lora(spec: str) -> tuple[str, float]:
@@ -140,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
                                  use_relighting_lora=args.use_relighting_lora, loras=loras,
                                  mode=args.mode, attention=args.attention,
                                  swap_blocks=args.swap_blocks, t5_cpu=args.t5_cpu,
-                                 encoders=args.encoders))
-    print(f"placement: {model.spec.placement().describe()}")
+                                 encoders=args.encoders, memory=args.memory))
+    print(f"placement: {model.describe()}")
     try:
         latent = model.sample(inputs, opts, on_step=bars)
         video = model.decode(latent)

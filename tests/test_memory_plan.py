@@ -1,0 +1,56 @@
+"""The ``auto`` memory plan: the fewest swapped blocks that fit, more as memory shrinks."""
+from __future__ import annotations
+
+import pytest
+
+from wan_animate.memory_plan import GIB, plan_memory
+from wan_animate.models.config import DiTConfig
+from wan_animate.placement import Placement
+
+T5 = int(10.6 * GIB)
+
+
+def plan(p: int, free_gib: float, **kw):  # noqa: ANN201
+    pl = Placement.resolve(device_type="cuda", gpus=p, pooled=p > 1, **kw)
+    return plan_memory(DiTConfig(), pl, [int(free_gib * GIB)] * p, t5_bytes=T5)
+
+
+def test_a_large_gpu_swaps_nothing_and_a_small_one_swaps_until_it_fits() -> None:
+    assert plan(1, 140).swap_blocks == 0 and plan(2, 80).swap_blocks == 0
+    small = plan(2, 22)
+    assert 0 < small.swap_blocks < 40 and small.fits
+    assert max(small.peak_gib.values()) <= small.budget_gib
+    # one block fewer would not fit: the plan takes the fewest
+    pl = Placement.resolve(device_type="cuda", gpus=2, pooled=True)
+    import dataclasses
+    fewer = plan_memory(DiTConfig(), dataclasses.replace(pl), [22 * GIB] * 2, t5_bytes=T5)
+    assert fewer.swap_blocks == small.swap_blocks
+
+
+@pytest.mark.parametrize("p", [1, 2, 4, 8])
+def test_less_memory_never_swaps_fewer_blocks(p: int) -> None:
+    swaps = [plan(p, g).swap_blocks for g in (80, 48, 32, 22, 16)]
+    assert swaps == sorted(swaps)
+
+
+def test_more_gpus_need_fewer_swapped_blocks_and_the_plan_is_printed() -> None:
+    swaps = [plan(p, 22).swap_blocks for p in (1, 2, 4, 8)]
+    assert swaps == sorted(swaps, reverse=True) and swaps[-1] < swaps[0]
+    text = plan(2, 22).describe()
+    assert "swap_blocks" in text and "rank 0: resident" in text and "other ranks" in text
+    assert "VAE decode" in text
+
+
+def test_a_plan_that_cannot_fit_says_what_to_change() -> None:
+    tiny = plan(1, 8)
+    assert not tiny.fits and tiny.swap_blocks == 40 and "use more GPUs" in tiny.describe()
+
+
+def test_no_plan_on_the_cpu_or_with_explicit_settings(tmp_path) -> None:
+    from wan_animate.checkpoints.tiny import write_tiny_checkpoint
+    from wan_animate.engine import ModelSpec, WanAnimateModel
+
+    ckpt = write_tiny_checkpoint(tmp_path / "tiny")
+    assert WanAnimateModel(ModelSpec(str(ckpt), device="cpu")).memory_plan() is None
+    with pytest.raises(Exception, match="memory must be auto or off"):
+        ModelSpec(str(ckpt), device="cpu", memory="some").validate()

@@ -1,0 +1,135 @@
+"""The ``auto`` memory plan: how many DiT blocks to stream from host memory so that every phase
+of a job fits the GPUs found.
+
+The estimate per rank and phase (bytes) is the resident weights plus the phase's working set:
+
+- resident: the DiT's parameters outside the blocks (replicated) + the resident blocks' share
+  (1/P of each block on a pool of P, all of it on one GPU) + the VAE on rank 0. Parked umT5 /
+  CLIP hold nothing between encodes.
+- denoise (every rank): ``DENOISE_BYTES_PER_TOKEN_DIM`` x (tokens / Ulysses degree) x dim, plus
+  two gathered blocks on a pool (the one computing, the one prefetched) or one streamed block.
+- conditioning (rank 0): the VAE encode's activations, ``VAE_ENCODE_BYTES_PER_PIXEL`` x H x W
+  (frames are encoded in causal chunks, so the clip length does not matter), or a parked umT5's
+  visit (its weights + 1 GiB), whichever is larger.
+- decode (rank 0): ``VAE_DECODE_BYTES_PER_PIXEL`` x H x W. Reported, not planned for: the DiT's
+  placement cannot shrink it (the VAE split over the pool / bounded on one GPU is the next step),
+  so a decode that will not fit is said up front.
+
+The three constants are the H200 measurements of ``bench/pool_memory.py`` at 1280x720, 77 frames
+(bench/results/pool_memory_720p_h200.json: 15.8 GiB encode and 19.0 GiB decode working sets at
+every pool size; denoise working sets 11.8 / 8.2 / 5.3 / 3.9 GiB at P = 1 / 2 / 4 / 8),
+rounded up. The plan takes the fewest swapped blocks for which conditioning and denoising of every
+rank role fit ``free - MARGIN``; a plan that cannot fit says so (and what to change).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+GIB = 1024 ** 3
+DENOISE_BYTES_PER_TOKEN_DIM = 32.0     # 16 bf16 [L/sp, C] tensors live at the peak of a block
+VAE_ENCODE_BYTES_PER_PIXEL = 18.5e3
+VAE_DECODE_BYTES_PER_PIXEL = 22.5e3
+WORKSPACE = 1.5 * GIB                  # kernels' workspaces, RoPE tables, the latents
+MARGIN = 1.5 * GIB                     # allocator fragmentation, another process's context
+TARGET = (1280, 720, 77)
+"""The clip the plan is made for by default: the official 720p setting, 77 frames."""
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The chosen swap count and the estimate behind it (GiB per rank role and phase)."""
+
+    swap_blocks: int
+    ranks: int
+    budget_gib: float
+    target: tuple[int, int, int]
+    resident_gib: dict[str, float] = field(default_factory=dict)
+    peak_gib: dict[str, float] = field(default_factory=dict)
+    fits: bool = True
+    decode_gib: float = 0.0
+    """rank 0's expected peak while the VAE decodes (with this plan's resident weights)."""
+
+    def describe(self) -> str:
+        """Lines for the console and the Model Status node."""
+        w, h, n = self.target
+        head = (f"memory plan for {w}x{h}, {n} frames on {self.ranks} GPU(s) with "
+                f"{self.budget_gib:.1f} GiB usable each: swap_blocks {self.swap_blocks}")
+        rows = [f"  {role}: resident {self.resident_gib[role]:.1f} GiB, expected peak "
+                f"{self.peak_gib[role]:.1f} GiB" for role in self.peak_gib]
+        rows.append(f"  rank 0 VAE decode: expected peak {self.decode_gib:.1f} GiB")
+        tail = [] if self.fits else [
+            "  does not fit even with every block swapped: use more GPUs, a smaller clip "
+            "(832x480, fewer frames) or t5_cpu; the run may stop out of memory"]
+        if self.decode_gib > self.budget_gib:
+            tail.append(f"  the {w}x{h} VAE decode needs more than {self.budget_gib:.1f} GiB on "
+                        f"rank 0: decode at 832x480 or on a larger GPU")
+        return "\n".join([head, *rows, *tail])
+
+
+def dit_bytes(cfg, dtype: torch.dtype) -> tuple[int, int, int]:  # noqa: ANN001 - DiTConfig
+    """(bytes of one block, of the face-adapter fuser blocks, of everything else) in ``dtype``
+    (fp32 islands counted as stored), from a meta build of the DiT."""
+    from wan_animate.models.dit import AnimateDiT
+
+    with torch.device("meta"):
+        model = AnimateDiT(cfg).to(dtype)
+    size = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())  # noqa: E731
+    block = size(model.blocks[0])
+    fuser = size(model.face_adapter.fuser_blocks)
+    return block, fuser, size(model) - block * len(model.blocks) - fuser
+
+
+def plan_memory(cfg, placement, free_bytes: list[int], vae_bytes: int = 254 * 2 ** 20,  # noqa: ANN001
+                t5_bytes: int = 0, target: tuple[int, int, int] = TARGET,
+                guide: float = 1.0) -> MemoryPlan:
+    """The fewest swapped blocks for which every phase fits ``min(free_bytes) - MARGIN``.
+
+    cfg: the DiTConfig. placement: the resolved :class:`~wan_animate.placement.Placement`
+    (ranks, fp8, encoders). free_bytes: free memory of each GPU of the pool. t5_bytes: umT5's
+    weights when it visits the GPU (parked), else 0. target: (width, height, frames).
+    """
+    from wan_animate.placement import precision
+
+    p = placement.ranks
+    w, h, n = target
+    block, fuser, other = dit_bytes(cfg, precision(placement).dit)
+    if placement.fp8:
+        block = block * 9 // 16                       # e4m3 linears, bf16 norms and biases
+    share = 1 / p if placement.dit_sharded else 1.0
+    tokens = (n // 4 + 2) * (h // 16) * (w // 16)     # latent frames + reference slot, 2x2 patches
+    sp = p // 2 if (guide > 1 and p % 2 == 0) else p  # CFG parallel halves the Ulysses degree
+    denoise = DENOISE_BYTES_PER_TOKEN_DIM * math.ceil(tokens / sp) * cfg.dim + WORKSPACE
+    denoise += 2 * block if p > 1 else block
+    encode = max(VAE_ENCODE_BYTES_PER_PIXEL * w * h, t5_bytes + GIB if t5_bytes else 0.0)
+    decode = VAE_DECODE_BYTES_PER_PIXEL * w * h
+    budget = min(free_bytes) - MARGIN
+    nblocks = cfg.num_layers
+
+    def estimate(k: int) -> tuple[dict[str, float], dict[str, float]]:
+        dit = other + fuser * share + (nblocks - k) * block * share
+        res = {"rank 0": dit + vae_bytes, "other ranks": dit} if p > 1 else {"rank 0": dit + vae_bytes}
+        peak = {"rank 0": res["rank 0"] + max(denoise, encode)}
+        if p > 1:
+            peak["other ranks"] = res["other ranks"] + denoise
+        return res, peak
+
+    k = next((k for k in range(nblocks + 1) if max(estimate(k)[1].values()) <= budget), None)
+    fits = k is not None
+    k = nblocks if k is None else k
+    res, peak = estimate(k)
+    gib = lambda d: {r: round(v / GIB, 1) for r, v in d.items()}  # noqa: E731
+    return MemoryPlan(k, p, round(budget / GIB, 1), target, gib(res), gib(peak), fits,
+                      round((res["rank 0"] + decode) / GIB, 1))
+
+
+def free_gpu_bytes(device_type: str, ranks: int) -> list[int]:
+    """Free memory of GPUs 0..ranks-1 (``torch.cuda.mem_get_info``)."""
+    if device_type != "cuda" or not torch.cuda.is_available():
+        return []
+    return [torch.cuda.mem_get_info(i)[0] for i in range(min(ranks, torch.cuda.device_count()))]
+
+
+__all__ = ["MemoryPlan", "TARGET", "dit_bytes", "free_gpu_bytes", "plan_memory"]
