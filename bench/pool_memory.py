@@ -82,6 +82,28 @@ def comm_per_step(p: int, tokens: int, dim: int, block_param_bytes: int, forward
             "nvlink_s": round(total / (NVLINK_GBPS * 1e9), 3), "pcie_s": round(total / (PCIE_GBPS * 1e9), 3)}
 
 
+def deterministic_collectives() -> None:
+    """Make the fake group's collectives fill their outputs (a fake one leaves them as the
+    allocator found them): an all-gather repeats this rank's shard, an all-to-all returns its
+    input. The math is then a fixed function of this rank's inputs, so two runs that differ only
+    in where memory lives (swap, caps) must give the same bits; the bytes moved are unchanged."""
+    import torch.distributed as dist
+
+    gather, a2a = dist.all_gather_into_tensor, dist.all_to_all_single
+
+    def all_gather_into_tensor(output, input, *args, **kwargs):  # noqa: ANN001, ANN202, A002
+        work = gather(output, input, *args, **kwargs)
+        output.view(-1, input.numel()).copy_(input.reshape(1, -1))
+        return work
+
+    def all_to_all_single(output, input, *args, **kwargs):  # noqa: ANN001, ANN202, A002
+        work = a2a(output, input, *args, **kwargs)
+        output.copy_(input)
+        return work
+
+    dist.all_gather_into_tensor, dist.all_to_all_single = all_gather_into_tensor, all_to_all_single
+
+
 def run_case(case: dict) -> dict:
     """One (pool, size, role, encoders) case in this process (see the module docstring)."""
     import torch
@@ -114,14 +136,28 @@ def run_case(case: dict) -> dict:
         total = torch.cuda.get_device_properties(dev).total_memory
         torch.cuda.set_per_process_memory_fraction(case["cap_gib"] * GIB / total, dev)
     dist.init_process_group("fake", store=FakeStore(), rank=role, world_size=p)
+    deterministic_collectives()
     env = WorkerEnv(role, p, dev, "fake", dist.new_group())
-    pl = Placement.resolve(device_type=dev.type, gpus=p, pooled=True, encoders=case["encoders"])
+    pl = Placement.resolve(device_type=dev.type, gpus=p, pooled=True, encoders=case["encoders"],
+                           compile=case["compile"], mode=case["mode"],
+                           swap_blocks=case.get("swap_blocks", 0))
     prec = precision(pl)
+    sizes0 = {}
+    if case["plan"] == "auto" and dev.type == "cuda":
+        import dataclasses
+
+        from wan_animate.memory_plan import GIB as G, plan_memory
+        free = case["cap_gib"] * G if case.get("cap_gib") else torch.cuda.mem_get_info(dev)[0]
+        cfg0 = DiTConfig()
+        plan = plan_memory(cfg0, pl, [int(free)] * p, target=(w, h, case["frames"]),
+                           t5_bytes=int(10.6 * G) if pl.t5 == "parked" else 0)
+        pl = dataclasses.replace(pl, swap_blocks=plan.swap_blocks)
+        sizes0["plan_text"] = plan.describe()
     mem = (lambda: torch.cuda.memory_allocated(dev)) if dev.type == "cuda" else (lambda: 0)
     peak = (lambda: torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else (lambda: 0)
     reset = (lambda: torch.cuda.reset_peak_memory_stats(dev)) if dev.type == "cuda" else (lambda: None)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    out: dict[str, Any] = {**case, "placement": pl.describe()}
+    out: dict[str, Any] = {**case, **sizes0, "placement": pl.describe()}
 
     tiny_dir = write_tiny_checkpoint(Path(tempfile.mkdtemp()) / "tiny")    # its tokenizer; --tiny: its sizes
     sizes = json.loads((tiny_dir / SIZES_FILE).read_text()) if tiny else {}
@@ -140,8 +176,10 @@ def run_case(case: dict) -> dict:
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in AnimateDiT(cfg).state_dict().items()}
     dit = animate.place_dit(env, cfg, pl)
-    load_local_shards(dit, RandomRows(shapes, dev, 7), "random DiT")
+    load_local_shards(dit, RandomRows(shapes, dev, 7),
+                      "random DiT")
     dit.eval().requires_grad_(False)
+    animate.finish_dit(dit, pl, env)
     if bundle is not None:
         bundle.dit = dit
     state = animate.WorkerState(env, bundle, dit)
@@ -170,13 +208,18 @@ def run_case(case: dict) -> dict:
         real = animate._broadcast
         animate._broadcast = lambda obj, e: (captured.append(obj), real(obj, e))[1]
         n = case["frames"]
-        u8 = lambda *s: torch.randint(0, 255, s, dtype=torch.uint8).numpy()  # noqa: E731
+        gen = torch.Generator().manual_seed(0)                # the same video in every case
+        u8 = lambda *s: torch.randint(0, 255, s, dtype=torch.uint8, generator=gen).numpy()  # noqa: E731
         inputs = AnimateInputs(pose=u8(n, h, w, 3), face=u8(n, 512, 512, 3), reference=u8(h, w, 3), fps=30)
         opts = SampleOptions(frame_num=n, steps=case["steps"], seed=0)
         ctx = TimedContext(env, 1, None, lambda: False)
         latent = animate.generate_handler(state, (inputs, opts), ctx)
         first = next(m for m in captured if m is not None)
         torch.save(first, msg_file)
+        x = latent.pending if hasattr(latent, "pending") else None
+        if isinstance(x, torch.Tensor):
+            out["latent_crc32"] = zlib.crc32(x.detach().float().cpu().numpy().tobytes())
+            out["latent_finite"] = bool(torch.isfinite(x).all())
         reset()
         animate.decode_handler(state, latent, ctx)
         sync()
@@ -189,6 +232,8 @@ def run_case(case: dict) -> dict:
     out["denoise_peak_gib"] = _gib(max(s[1] for s in steps[1:])) if len(steps) > 1 else None
     out["step_s"] = round(steps[-1][0] - steps[-2][0], 3) if len(steps) > 1 else None
     out["first_step_s"] = round(steps[0][0] - t0, 3)
+    if role == 1 and len(steps) > 1:
+        out["step_times_s"] = [round(b[0] - a[0], 3) for a, b in zip(steps, steps[1:])]
     if bundle is not None:
         out["encoders_gpu_gib_while_denoising"] = _gib(sum(
             t.numel() * t.element_size() for m in (bundle.t5, bundle.clip)
@@ -206,6 +251,11 @@ def main() -> None:
     ap.add_argument("--encoders", nargs="+", default=["parked"], choices=("parked", "gpu"))
     ap.add_argument("--roles", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--cap-gib", type=float, default=None, help="per-process cap (24 GB card: 22)")
+    ap.add_argument("--compile", default="off", choices=("auto", "on", "off"))
+    ap.add_argument("--mode", default="exact", choices=("exact", "fast"))
+    ap.add_argument("--plan", default="off", choices=("auto", "off"),
+                    help="auto: the loader's memory plan for the cap (or the free memory)")
+    ap.add_argument("--swap-blocks", type=int, default=0)
     ap.add_argument("--tiny", action="store_true", help="tiny configs (a CPU check of the script)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)
@@ -222,7 +272,9 @@ def main() -> None:
                     if role >= p:
                         continue
                     case = {"pool": p, "size": size, "role": role, "encoders": enc, "frames": args.frames,
-                            "steps": args.steps, "cap_gib": args.cap_gib, "tiny": args.tiny, "msg_dir": msg_dir}
+                            "steps": args.steps, "cap_gib": args.cap_gib, "tiny": args.tiny, "msg_dir": msg_dir,
+                            "compile": args.compile, "mode": args.mode, "plan": args.plan,
+                            "swap_blocks": args.swap_blocks}
                     r = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)],
                                        capture_output=True, text=True, cwd=REPO,
                                        env={**os.environ, "PYTHONPATH": os.pathsep.join(
