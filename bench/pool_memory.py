@@ -93,12 +93,14 @@ def deterministic_collectives() -> None:
 
     def all_gather_into_tensor(output, input, *args, **kwargs):  # noqa: ANN001, ANN202, A002
         work = gather(output, input, *args, **kwargs)
-        output.view(-1, input.numel()).copy_(input.reshape(1, -1))
+        rows = output.view(-1, input.numel())       # FSDP2's input is one of these rows
+        rows.copy_(input.reshape(1, -1).clone().expand_as(rows))
         return work
 
     def all_to_all_single(output, input, *args, **kwargs):  # noqa: ANN001, ANN202, A002
         work = a2a(output, input, *args, **kwargs)
-        output.copy_(input)
+        if output.data_ptr() != input.data_ptr():
+            output.copy_(input)
         return work
 
     dist.all_gather_into_tensor, dist.all_to_all_single = all_gather_into_tensor, all_to_all_single
@@ -185,7 +187,7 @@ def run_case(case: dict) -> dict:
     state = animate.WorkerState(env, bundle, dit)
     sync()
     out["resident_gib"] = _gib(mem())
-    block_bytes = sum(v.numel() * 2 for k, v in dit.state_dict().items() if k.startswith(("blocks.", "face_adapter.")))
+    block_bytes = sum(math.prod(v) * 2 for k, v in shapes.items() if k.startswith(("blocks.", "face_adapter.")))
     tokens = (case["frames"] // 4 + 2) * (h // 16) * (w // 16)
     out["comm_per_step"] = comm_per_step(p, tokens, cfg.dim, block_bytes, forwards=1)
 

@@ -297,9 +297,10 @@ def oom_advice(spec: ModelSpec, inputs: AnimateInputs | None,
         raise OutOfMemory(
             f"out of GPU memory{size}{clip} on {spec.gpus} GPU(s). Try, in order: more GPUs "
             f"(gpus=2/4/8 shard the DiT and split the tokens), a smaller frame_num (e.g. 49), "
-            f"a smaller preprocessing --resolution_area (e.g. 832 480), on one GPU "
-            f"swap_blocks (e.g. 20-30: DiT blocks streamed from host memory), t5_cpu and "
-            f"mode fast (fp8 weights), and closing other GPU programs. ({e})") from e
+            f"a smaller preprocessing --resolution_area (e.g. 832 480), swap_blocks (e.g. "
+            f"20-34: DiT blocks streamed from host memory, on one GPU or each GPU's shard), "
+            f"t5_cpu, on one GPU mode fast (fp8 weights), and closing other GPU programs. "
+            f"({e})") from e
 
 
 def launched_by_torchrun() -> bool:

@@ -127,7 +127,14 @@ def place_dit(env: WorkerEnv, cfg: DiTConfig, placement: Placement) -> AnimateDi
     model.pool_layouts = {"halves": model.parallel, "mesh": mesh, "halves_size": halves}
     if halves == 2 and cfg.num_heads % env.world_size == 0:
         model.pool_layouts["world"] = UlyssesSequenceParallel(mesh[Axis.FSDP], inner)
-    model.to_empty(device=env.device)
+    # swapped blocks are materialized on the host (FSDP2 pins them), the rest on the device:
+    # block by block, so no swapped shard ever takes GPU memory
+    for i, block in enumerate(model.blocks):
+        block.to_empty(device="cpu" if i >= n - swap else env.device)
+    for name, child in model.named_children():
+        if name != "blocks":
+            child.to_empty(device=env.device)
+    model.to_empty(device=env.device, recurse=False)
     return model
 
 
