@@ -144,22 +144,22 @@ def run_case(case: dict) -> dict:
                            compile=case["compile"], mode=case["mode"],
                            swap_blocks=case.get("swap_blocks", 0))
     prec = precision(pl)
-    sizes0 = {}
+    planned = {}
     if case["plan"] == "auto" and dev.type == "cuda":
         import dataclasses
 
-        from wan_animate.memory_plan import GIB as G, plan_memory
+        from wan_animate.memory_plan import GIB as G, UMT5_XXL_BYTES, plan_memory
         free = case["cap_gib"] * G if case.get("cap_gib") else torch.cuda.mem_get_info(dev)[0]
         cfg0 = DiTConfig()
         plan = plan_memory(cfg0, pl, [int(free)] * p, target=(w, h, case["frames"]),
-                           t5_bytes=int(10.6 * G) if pl.t5 == "parked" else 0)
+                           t5_bytes=UMT5_XXL_BYTES if pl.t5 == "parked" else 0)
         pl = dataclasses.replace(pl, swap_blocks=plan.swap_blocks)
-        sizes0["plan_text"] = plan.describe()
+        planned["plan_text"] = plan.describe()
     mem = (lambda: torch.cuda.memory_allocated(dev)) if dev.type == "cuda" else (lambda: 0)
     peak = (lambda: torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else (lambda: 0)
     reset = (lambda: torch.cuda.reset_peak_memory_stats(dev)) if dev.type == "cuda" else (lambda: None)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    out: dict[str, Any] = {**case, **sizes0, "placement": pl.describe()}
+    out: dict[str, Any] = {**case, **planned, "placement": pl.describe()}
 
     tiny_dir = write_tiny_checkpoint(Path(tempfile.mkdtemp()) / "tiny")    # its tokenizer; --tiny: its sizes
     sizes = json.loads((tiny_dir / SIZES_FILE).read_text()) if tiny else {}

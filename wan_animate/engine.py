@@ -96,6 +96,19 @@ class ModelSpec:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
 
+    def dit_config(self):  # noqa: ANN201 - DiTConfig, imported lazily
+        """The DiT's config: the checkpoint folder's, or the single file's (the official 14B
+        one unless the file says otherwise)."""
+        files = self.comfy()
+        if files is not None:
+            from wan_animate.checkpoints.comfy_bundle import declared_dit_config
+
+            return declared_dit_config(files.dit)
+        from wan_animate.checkpoints import layout
+        from wan_animate.models.config import DiTConfig
+
+        return DiTConfig.from_json(Path(self.ckpt_dir) / layout.DIT_CONFIG)
+
     def validate(self) -> None:
         """Cheap checks before anything loads: files, GPU count, names."""
         folder = Path(self.ckpt_dir)
@@ -115,15 +128,7 @@ class ModelSpec:
         for path, _ in self.loras:
             if not Path(path).exists():
                 raise CheckpointError(f"LoRA file not found: {path}")
-        from wan_animate.models.config import DiTConfig
-        from wan_animate.checkpoints import layout
-
-        if files is not None:
-            from wan_animate.checkpoints.comfy_bundle import declared_dit_config
-
-            cfg = declared_dit_config(files.dit)   # the official 14B one unless the file says otherwise
-        else:
-            cfg = DiTConfig.from_json(folder / layout.DIT_CONFIG)
+        cfg = self.dit_config()
         cfg.check_sp_size(self.gpus)
         if self.swap_blocks > cfg.num_layers:
             raise InputError(f"swap_blocks {self.swap_blocks} is more than the DiT has "
@@ -158,21 +163,12 @@ class WanAnimateModel:
         spec = self.spec
         if self._plan is None and spec.memory == "auto" and spec.swap_blocks == 0 \
                 and spec.resolved_device().type == "cuda":
-            from wan_animate.memory_plan import free_gpu_bytes, plan_memory
-            from wan_animate.models.config import DiTConfig
+            from wan_animate.memory_plan import UMT5_XXL_BYTES, free_gpu_bytes, plan_memory
 
             pl = spec.placement()
-            files = spec.comfy()
-            if files is not None:
-                from wan_animate.checkpoints.comfy_bundle import declared_dit_config
-
-                cfg = declared_dit_config(files.dit)
-            else:
-                from wan_animate.checkpoints import layout
-
-                cfg = DiTConfig.from_json(Path(spec.ckpt_dir) / layout.DIT_CONFIG)
-            t5 = int(10.6 * 2 ** 30) if pl.t5 == "parked" else 0
-            self._plan = plan_memory(cfg, pl, free_gpu_bytes("cuda", pl.ranks), t5_bytes=t5)
+            t5 = UMT5_XXL_BYTES if pl.t5 == "parked" else 0
+            self._plan = plan_memory(spec.dit_config(), pl, free_gpu_bytes("cuda", pl.ranks),
+                                     t5_bytes=t5)
         return self._plan
 
     def placement(self) -> Placement:

@@ -34,6 +34,7 @@ VAE_ENCODE_BYTES_PER_PIXEL = 18.5e3
 VAE_DECODE_BYTES_PER_PIXEL = 22.5e3
 WORKSPACE = 1.5 * GIB                  # kernels' workspaces, RoPE tables, the latents
 MARGIN = 1.5 * GIB                     # allocator fragmentation, another process's context
+UMT5_XXL_BYTES = int(10.6 * GIB)        # bf16 weights of the umT5-XXL encoder (a parked visit)
 TARGET = (1280, 720, 77)
 """The clip the plan is made for by default: the official 720p setting, 77 frames."""
 
@@ -74,22 +75,30 @@ def dit_bytes(cfg, dtype: torch.dtype) -> tuple[int, int, int]:  # noqa: ANN001 
     (fp32 islands counted as stored), from a meta build of the DiT."""
     from wan_animate.models.dit import AnimateDiT
 
+    key = (repr(cfg), dtype)
+    if key in _DIT_BYTES:
+        return _DIT_BYTES[key]
     with torch.device("meta"):
         model = AnimateDiT(cfg).to(dtype)
     size = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())  # noqa: E731
     block = size(model.blocks[0])
     fuser = size(model.face_adapter.fuser_blocks)
-    return block, fuser, size(model) - block * len(model.blocks) - fuser
+    _DIT_BYTES[key] = block, fuser, size(model) - block * len(model.blocks) - fuser
+    return _DIT_BYTES[key]
 
 
-def plan_memory(cfg, placement, free_bytes: list[int], vae_bytes: int = 254 * 2 ** 20,  # noqa: ANN001
-                t5_bytes: int = 0, target: tuple[int, int, int] = TARGET,
-                guide: float = 1.0) -> MemoryPlan:
-    """The fewest swapped blocks for which every phase fits ``min(free_bytes) - MARGIN``.
+_DIT_BYTES: dict[tuple[str, torch.dtype], tuple[int, int, int]] = {}
+
+
+def estimate(cfg, placement, swap: int, vae_bytes: int = 254 * 2 ** 20, t5_bytes: int = 0,  # noqa: ANN001
+             target: tuple[int, int, int] = TARGET, guide: float = 1.0
+             ) -> tuple[dict[str, float], dict[str, float], float]:
+    """(resident, conditioning + denoising peak) bytes per rank role with ``swap`` swapped
+    blocks, and rank 0's decode peak.
 
     cfg: the DiTConfig. placement: the resolved :class:`~wan_animate.placement.Placement`
-    (ranks, fp8, encoders). free_bytes: free memory of each GPU of the pool. t5_bytes: umT5's
-    weights when it visits the GPU (parked), else 0. target: (width, height, frames).
+    (ranks, fp8, encoders). t5_bytes: umT5's weights when it visits the GPU (parked), else 0.
+    target: (width, height, frames).
     """
     from wan_animate.placement import precision
 
@@ -105,24 +114,28 @@ def plan_memory(cfg, placement, free_bytes: list[int], vae_bytes: int = 254 * 2 
     denoise += 2 * block if p > 1 else block
     encode = max(VAE_ENCODE_BYTES_PER_PIXEL * w * h, t5_bytes + GIB if t5_bytes else 0.0)
     decode = VAE_DECODE_BYTES_PER_PIXEL * w * h
+    dit = other + fuser * share + (cfg.num_layers - swap) * block * share
+    res = {"rank 0": dit + vae_bytes, "other ranks": dit} if p > 1 else {"rank 0": dit + vae_bytes}
+    peak = {"rank 0": res["rank 0"] + max(denoise, encode)}
+    if p > 1:
+        peak["other ranks"] = res["other ranks"] + denoise
+    return res, peak, res["rank 0"] + decode
+
+
+def plan_memory(cfg, placement, free_bytes: list[int], **kw) -> MemoryPlan:  # noqa: ANN001
+    """The fewest swapped blocks for which conditioning and denoising fit
+    ``min(free_bytes) - MARGIN`` on every rank role (``free_bytes``: each GPU of the pool;
+    ``kw``: :func:`estimate`'s sizes)."""
     budget = min(free_bytes) - MARGIN
-    nblocks = cfg.num_layers
-
-    def estimate(k: int) -> tuple[dict[str, float], dict[str, float]]:
-        dit = other + fuser * share + (nblocks - k) * block * share
-        res = {"rank 0": dit + vae_bytes, "other ranks": dit} if p > 1 else {"rank 0": dit + vae_bytes}
-        peak = {"rank 0": res["rank 0"] + max(denoise, encode)}
-        if p > 1:
-            peak["other ranks"] = res["other ranks"] + denoise
-        return res, peak
-
-    k = next((k for k in range(nblocks + 1) if max(estimate(k)[1].values()) <= budget), None)
+    n = cfg.num_layers
+    k = next((k for k in range(n + 1)
+              if max(estimate(cfg, placement, k, **kw)[1].values()) <= budget), None)
     fits = k is not None
-    k = nblocks if k is None else k
-    res, peak = estimate(k)
+    k = n if k is None else k
+    res, peak, decode = estimate(cfg, placement, k, **kw)
     gib = lambda d: {r: round(v / GIB, 1) for r, v in d.items()}  # noqa: E731
-    return MemoryPlan(k, p, round(budget / GIB, 1), target, gib(res), gib(peak), fits,
-                      round((res["rank 0"] + decode) / GIB, 1))
+    return MemoryPlan(k, placement.ranks, round(budget / GIB, 1), kw.get("target", TARGET),
+                      gib(res), gib(peak), fits, round(decode / GIB, 1))
 
 
 def free_gpu_bytes(device_type: str, ranks: int) -> list[int]:
@@ -132,4 +145,5 @@ def free_gpu_bytes(device_type: str, ranks: int) -> list[int]:
     return [torch.cuda.mem_get_info(i)[0] for i in range(min(ranks, torch.cuda.device_count()))]
 
 
-__all__ = ["MemoryPlan", "TARGET", "dit_bytes", "free_gpu_bytes", "plan_memory"]
+__all__ = ["MemoryPlan", "TARGET", "UMT5_XXL_BYTES", "dit_bytes", "estimate", "free_gpu_bytes",
+           "plan_memory"]

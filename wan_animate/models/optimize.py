@@ -20,7 +20,3 @@ def compile_blocks(model: nn.Module, mode: str | None = None) -> nn.Module:
         block.forward = torch.compile(block.forward, mode=mode, dynamic=False)
     return model
 
-
-def is_compiled(model: nn.Module) -> bool:
-    """True when :func:`compile_blocks` was applied to ``model``."""
-    return all("forward" in vars(b) for b in model.blocks)
