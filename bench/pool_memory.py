@@ -2,7 +2,8 @@
 
 python3 bench/pool_memory.py --out $OUT/pool_memory.json \
     [--pools 1 2 4 8] [--sizes 1280x720] [--frames 77] [--steps 2] [--encoders parked gpu] \
-    [--cap-gib 22] [--tiny]
+    [--cap-gib 22] [--compile on] [--swap-blocks N | --plan auto] [--attention fa3]
+    [--collectives fill|noop] [--profile] [--tiny]
 
 Every case (pool size P, video size, rank role 0 or 1, encoder placement) runs in a fresh
 process that joins torch's *fake* process group as rank r of P (``FakeStore``): collectives are
@@ -89,13 +90,15 @@ def deterministic_collectives() -> None:
     in where memory lives (swap, caps) must give the same bits; the bytes moved are unchanged."""
     import torch.distributed as dist
 
-    gather, a2a = dist.all_gather_into_tensor, dist.all_to_all_single
+    a2a = dist.all_to_all_single
 
-    def all_gather_into_tensor(output, input, *args, **kwargs):  # noqa: ANN001, ANN202, A002
-        work = gather(output, input, *args, **kwargs)
-        rows = output.view(-1, input.numel())       # FSDP2's input is one of these rows
-        rows.copy_(input.reshape(1, -1).clone().expand_as(rows))
-        return work
+    def repeating(gather):  # noqa: ANN001, ANN202
+        def all_gather(output, input, *args, **kwargs):  # noqa: ANN001, ANN202, A002
+            work = gather(output, input, *args, **kwargs)
+            rows = output.view(-1, input.numel())       # FSDP2's input is one of these rows
+            rows.copy_(input.reshape(1, -1).clone().expand_as(rows))
+            return work
+        return all_gather
 
     def all_to_all_single(output, input, *args, **kwargs):  # noqa: ANN001, ANN202, A002
         work = a2a(output, input, *args, **kwargs)
@@ -103,7 +106,22 @@ def deterministic_collectives() -> None:
             output.copy_(input)
         return work
 
-    dist.all_gather_into_tensor, dist.all_to_all_single = all_gather_into_tensor, all_to_all_single
+    for name in ("all_gather_into_tensor", "all_gather_single"):   # torch >= 2.13 has both
+        if hasattr(dist, name):
+            setattr(dist, name, repeating(getattr(dist, name)))
+    dist.all_to_all_single = all_to_all_single
+
+
+def kernel_table(prof: Any, top: int = 25) -> dict:
+    """The GPU time of one profiled step by kernel: total ms and the ``top`` kernels (ms, calls)
+    (on the CPU: the operators' self time)."""
+    def own(e: Any) -> float:
+        return e.self_device_time_total or e.self_cpu_time_total
+
+    rows = [(e.key, own(e) / 1e3, e.count) for e in prof.key_averages() if own(e) > 0]
+    rows.sort(key=lambda r: -r[1])
+    return {"gpu_ms": round(sum(r[1] for r in rows), 2),
+            "kernels": [[k[:120], round(ms, 2), n] for k, ms, n in rows[:top]]}
 
 
 def run_case(case: dict) -> dict:
@@ -138,10 +156,12 @@ def run_case(case: dict) -> dict:
         total = torch.cuda.get_device_properties(dev).total_memory
         torch.cuda.set_per_process_memory_fraction(case["cap_gib"] * GIB / total, dev)
     dist.init_process_group("fake", store=FakeStore(), rank=role, world_size=p)
-    deterministic_collectives()
+    if case.get("collectives", "fill") == "fill":
+        deterministic_collectives()
     env = WorkerEnv(role, p, dev, "fake", dist.new_group())
     pl = Placement.resolve(device_type=dev.type, gpus=p, pooled=True, encoders=case["encoders"],
                            compile=case["compile"], mode=case["mode"],
+                           attention=case.get("attention", "auto"),
                            swap_blocks=case.get("swap_blocks", 0))
     prec = precision(pl)
     planned = {}
@@ -192,6 +212,7 @@ def run_case(case: dict) -> dict:
     out["comm_per_step"] = comm_per_step(p, tokens, cfg.dim, block_bytes, forwards=1)
 
     steps: list[tuple[float, float]] = []      # (time, peak) at each step boundary
+    profiler: list[Any] = []                    # --profile: the last step's torch profiler
 
     class TimedContext(JobContext):
         """The job context of the pool, timing every step boundary on any rank."""
@@ -199,7 +220,15 @@ def run_case(case: dict) -> dict:
         def step(self, clip: int, step: int, total: int, clips: int = 1) -> None:
             sync()
             steps.append((time.perf_counter(), peak()))
+            if profiler and step == total:          # the last step was profiled
+                profiler[0].__exit__(None, None, None)
+                out["profile_last_step"] = kernel_table(profiler.pop())
             reset()
+            if case.get("profile") and step == total - 1 and total > 1:
+                from torch.profiler import ProfilerActivity, profile
+                act = ProfilerActivity.CUDA if dev.type == "cuda" else ProfilerActivity.CPU
+                profiler.append(profile(activities=[act]))
+                profiler[0].__enter__()
             super().step(clip, step, total, clips)
 
     msg_file = Path(case["msg_dir"]) / f"msg_p{p}_{case['size']}.pt"
@@ -258,6 +287,13 @@ def main() -> None:
     ap.add_argument("--plan", default="off", choices=("auto", "off"),
                     help="auto: the loader's memory plan for the cap (or the free memory)")
     ap.add_argument("--swap-blocks", type=int, default=0)
+    ap.add_argument("--attention", default="auto", help="the placement's attention kernel (auto, fa3, cudnn, ...)")
+    ap.add_argument("--collectives", default="fill", choices=("fill", "noop"),
+                    help="fill: deterministic stand-ins fill the fake collectives' outputs (latents "
+                         "comparable by CRC; their copies add GPU time a real NCCL collective does "
+                         "itself); noop: the fake group's no-ops, for step compute")
+    ap.add_argument("--profile", action="store_true",
+                    help="GPU time of the last step by kernel (torch.profiler) in the JSON")
     ap.add_argument("--tiny", action="store_true", help="tiny configs (a CPU check of the script)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)
@@ -276,7 +312,8 @@ def main() -> None:
                     case = {"pool": p, "size": size, "role": role, "encoders": enc, "frames": args.frames,
                             "steps": args.steps, "cap_gib": args.cap_gib, "tiny": args.tiny, "msg_dir": msg_dir,
                             "compile": args.compile, "mode": args.mode, "plan": args.plan,
-                            "swap_blocks": args.swap_blocks}
+                            "swap_blocks": args.swap_blocks, "profile": args.profile,
+                            "attention": args.attention, "collectives": args.collectives}
                     r = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)],
                                        capture_output=True, text=True, cwd=REPO,
                                        env={**os.environ, "PYTHONPATH": os.pathsep.join(

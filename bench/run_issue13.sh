@@ -3,6 +3,7 @@
 #   run(kind="nvidia-h200", carry=[".whl"], command="bash bench/run_issue13.sh both")
 #   run(kind="nvidia-h200", carry=[".whl"], command="bash bench/run_issue13.sh memory")
 #   run(kind="nvidia-h200", carry=[".whl"], command="bash bench/run_issue13.sh compile")
+#   run(kind="nvidia-h200", carry=[".whl"], command="bash bench/run_issue13.sh sixth")   # .whl with FA3
 # both: a tiny CUDA check of swap on a pool, the 22 GiB-cap P=2 run with the auto plan, the
 # compiled pool of 1 and of 8. memory: the same checks, the uncapped P=2 plan, 832x480 rows
 # (POOLS_480) and the fast row (unless SKIP_FAST). compile: the in-process compiled step
@@ -28,7 +29,43 @@ compiled() {
         --out "$OUT/pool_compiled_720p.json" 2>&1 | grep -v '^{' | tee "$OUT/pool_compiled_720p.md"
 }
 
+identity() {  # fifth session: the 22 GiB-cap auto plan (swap 32) against the uncapped plan (swap 0)
+    timeout 170 python3 $PM --pools 2 --roles 0 --plan auto --cap-gib 22 --out "$OUT/cap22_p2_auto.json" \
+        2>&1 | grep -v '^{' | tee "$OUT/cap22_p2_auto.md"
+    timeout 120 python3 $PM --pools 2 --roles 0 --plan auto --out "$OUT/uncapped_p2_auto.json" \
+        2>&1 | grep -v '^{' | tee "$OUT/uncapped_p2_auto.md"
+    python3 -c "import json,sys; a,b=(json.load(open(f))[0].get('latent_crc32') for f in sys.argv[1:]); \
+print('latent CRC capped', a, 'uncapped', b, 'EQUAL' if a==b and a is not None else 'DIFFER')" \
+        "$OUT/cap22_p2_auto.json" "$OUT/uncapped_p2_auto.json"
+}
+
+profiled() {  # compiled pool of 1 and rank 0 / 1 of 8, the last step's GPU time by kernel
+    timeout 330 python3 $PM --pools 1 8 --roles 0 1 --compile on --steps 3 --profile \
+        --out "$OUT/pool_compiled_720p.json" 2>&1 | grep -v '^{' | tee "$OUT/pool_compiled_720p.md"
+}
+
+sixth() {  # sixth session: FA3 carried; the in-process compiled step (exact/fast rows) and the
+           # compiled pools in the same call, fake collectives as no-ops (no stand-in copies)
+    python3 -c "import flash_attn_interface as f; print('FA3', f.__file__)" || echo "FA3 MISSING"
+    timeout 185 python3 bench/bench_dit.py --sizes 1280x720,832x480 --frames 77 --parts ours \
+        --backends fa3 --fast fa3_fp8 --compile --repeats 2 --deadline 160 \
+        --out "$OUT/dit_step_compiled.json" 2>&1 | tail -14
+    timeout 140 python3 $PM --pools 1 --roles 0 --compile on --steps 3 --collectives noop \
+        --out "$OUT/pool1_compiled_fa3.json" 2>&1 | tee "$OUT/pool1_compiled_fa3.log" | grep -v "^{"
+    timeout 150 python3 $PM --pools 8 --roles 0 1 --compile on --steps 3 --collectives noop \
+        --out "$OUT/pool8_compiled_fa3.json" 2>&1 | tee "$OUT/pool8_compiled_fa3.log" | grep -v "^{"
+    timeout 80 python3 $PM --pools 8 --roles 0 --compile on --steps 3 --collectives noop --attention cudnn \
+        --out "$OUT/pool8_compiled_cudnn.json" 2>&1 | tee "$OUT/pool8_compiled_cudnn.log" | grep -v "^{"
+}
+
 case "${1:-both}" in
+sixth)
+    sixth
+    ;;
+fifth)
+    identity
+    profiled
+    ;;
 both)
     checks
     compiled

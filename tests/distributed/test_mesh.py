@@ -56,3 +56,25 @@ def test_backend_and_port():
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # really free
+
+
+def test_gather_looks_up_torch_distributed_at_each_call(monkeypatch):
+    """The sequence and CFG gathers go through ``torch.distributed`` as it is at call time, so a
+    wrapped collective (the bench's stand-ins for the fake process group) sees every gather: a
+    name bound at import once let the bench's latent carry uninitialized rows."""
+    import torch.distributed as dist
+
+    from wan_animate.distributed import mesh
+
+    seen = []
+
+    def wrapped(out, x, group=None):
+        seen.append(group)
+        out.copy_(x.repeat(2, 1))
+
+    for name in ("all_gather_single", "all_gather_into_tensor"):
+        if hasattr(dist, name):
+            monkeypatch.setattr(dist, name, wrapped)
+    out = torch.empty(4, 3)
+    mesh.all_gather_single(out, torch.ones(2, 3), group="g")
+    assert seen == ["g"] and bool((out == 1).all())

@@ -21,8 +21,15 @@ import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
-# torch >= 2.13 renames all_gather_into_tensor (same semantics); older versions lack the new name.
-all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+def all_gather_single(out: torch.Tensor, x: torch.Tensor, group: dist.ProcessGroup) -> None:
+    """All-gather ``x`` of every rank into ``out`` ([P * N, ...], rank-major), in place.
+
+    torch >= 2.13 names it ``all_gather_single`` (older: ``all_gather_into_tensor``, same
+    semantics). Looked up at each call, so a wrapped ``torch.distributed`` (the bench's
+    deterministic stand-ins for the fake process group) sees every gather.
+    """
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    gather(out, x, group=group)
 
 
 class Axis(str, Enum):
