@@ -45,20 +45,32 @@ profiled() {  # compiled pool of 1 and rank 0 / 1 of 8, the last step's GPU time
 }
 
 sixth() {  # sixth session: FA3 carried; the in-process compiled step (exact/fast rows) and the
-           # compiled pools in the same call, fake collectives as no-ops (no stand-in copies)
+           # compiled pools in the same call; step compute with the fake collectives as no-ops
     python3 -c "import flash_attn_interface as f; print('FA3', f.__file__)" || echo "FA3 MISSING"
-    timeout 185 python3 bench/bench_dit.py --sizes 1280x720,832x480 --frames 77 --parts ours \
-        --backends fa3 --fast fa3_fp8 --compile --repeats 2 --deadline 160 \
-        --out "$OUT/dit_step_compiled.json" 2>&1 | tail -14
-    timeout 140 python3 $PM --pools 1 --roles 0 --compile on --steps 3 --collectives noop \
-        --out "$OUT/pool1_compiled_fa3.json" 2>&1 | tee "$OUT/pool1_compiled_fa3.log" | grep -v "^{"
-    timeout 150 python3 $PM --pools 8 --roles 0 1 --compile on --steps 3 --collectives noop \
-        --out "$OUT/pool8_compiled_fa3.json" 2>&1 | tee "$OUT/pool8_compiled_fa3.log" | grep -v "^{"
-    timeout 80 python3 $PM --pools 8 --roles 0 --compile on --steps 3 --collectives noop --attention cudnn \
-        --out "$OUT/pool8_compiled_cudnn.json" 2>&1 | tee "$OUT/pool8_compiled_cudnn.log" | grep -v "^{"
+    timeout 250 python3 bench/bench_dit.py --sizes 1280x720,832x480 --frames 77 --parts ours \
+        --backends fa3 --fast fa3_fp8 --compile --repeats 2 --warmup-blocks 0 --deadline 225 \
+        --out "$OUT/dit_step_compiled.json" 2>&1 | tail -9
+    timeout 90 python3 $PM --pools 1 --roles 0 --compile on --steps 3 --collectives noop \
+        --out "$OUT/pool1_compiled_fa3.json" 2>&1 | tee "$OUT/pool1_compiled_fa3.log" | grep "^| 1 "
+    timeout 130 python3 $PM --pools 8 --roles 0 1 --compile on --steps 3 --collectives noop \
+        --out "$OUT/pool8_compiled_fa3.json" 2>&1 | tee "$OUT/pool8_compiled_fa3.log" | grep "^| 8 "
+    timeout 70 python3 $PM --pools 8 --roles 0 --compile on --steps 3 --collectives fill \
+        --out "$OUT/pool8_compiled_fa3_fill.json" 2>&1 | tee "$OUT/pool8_compiled_fa3_fill.log" | grep "^| 8 "
+}
+
+profile8() {  # rank 0 of 8, compiled FA3, noop collectives, last step by kernel
+    timeout 160 python3 $PM --pools 8 --roles 0 1 --compile on --steps 3 --collectives noop --profile \
+        --out "$OUT/pool8_profile_fa3.json" 2>&1 | tee "$OUT/pool8_profile_fa3.log" | grep "^| 8 "
 }
 
 case "${1:-both}" in
+profile8)
+    profile8
+    timeout 90 python3 $PM --pools 1 --roles 0 --compile on --steps 3 --collectives noop \
+        --out "$OUT/pool1_compiled_fa3.json" 2>&1 | tee "$OUT/pool1_compiled_fa3.log" | grep "^| 1 "
+    timeout 130 python3 $PM --pools 8 --roles 0 1 --compile on --steps 3 --collectives noop \
+        --out "$OUT/pool8_compiled_fa3.json" 2>&1 | tee "$OUT/pool8_compiled_fa3.log" | grep "^| 8 "
+    ;;
 sixth)
     sixth
     ;;
