@@ -304,9 +304,9 @@ def run_case(case: dict) -> dict:
         sync()
         out["decode_peak_gib"] = _gib(peak())
     else:
-        msg = torch.load(msg_file, weights_only=False)
+        job = torch.load(msg_file, weights_only=False)                  # a ClipJob
         ctx = TimedContext(env, 1, None, lambda: False)
-        animate._denoise_everywhere(state, ctx, msg["clips"], msg)
+        animate._denoise_everywhere(state, ctx, job)
     out["first_step_peak_gib"] = _gib(steps[0][1])                 # conditioning + step 1
     out["denoise_peak_gib"] = _gib(max(s[1] for s in steps[1:])) if len(steps) > 1 else None
     out["step_s"] = round(steps[-1][0] - steps[-2][0], 3) if len(steps) > 1 else None

@@ -32,6 +32,7 @@ from wan_animate.models.config import DiTConfig
 from wan_animate.models.dit import AnimateDiT
 from wan_animate.models.lora import LoraPair, normalize_lora_state
 from wan_animate.placement import Placement, encoder_devices, park_encoders, precision
+from wan_animate.sampling.clip_job import ClipJob
 
 
 @dataclass(frozen=True)
@@ -264,15 +265,6 @@ def _broadcast(obj: Any, env: WorkerEnv) -> Any:
     return box[0]
 
 
-def _to(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if hasattr(obj, "__dataclass_fields__"):
-        for name in obj.__dataclass_fields__:
-            setattr(obj, name, _to(getattr(obj, name), device))
-    return obj
-
-
 def _select_layout(dit: AnimateDiT, guide: float) -> MeshCfg | None:
     """Set the job's token layout; returns the CFG-parallel exchange when it is used."""
     layouts = dit.pool_layouts
@@ -283,16 +275,16 @@ def _select_layout(dit: AnimateDiT, guide: float) -> MeshCfg | None:
     return None
 
 
-def _denoise_everywhere(state: WorkerState, ctx: JobContext, clips: int, msg: dict) -> torch.Tensor:
+def _denoise_everywhere(state: WorkerState, ctx: JobContext, job: ClipJob) -> torch.Tensor:
+    """Every rank: denoise ``job``'s clip on this rank's tokens; the clean latent [1, 16, F, h, w]."""
     from wan_animate.sampling.denoise import denoise_clip
     from wan_animate.sampling.solvers import make_solver
 
-    dev = state.env.device
-    solver = make_solver(msg["solver"], msg["steps"], msg["shift"])
-    video, cond = _to(msg["video"], dev), _to(msg["clip"], dev)
-    cfg_par = _select_layout(state.dit, msg["guide"])
-    return denoise_clip(state.dit, solver, msg["noise"].to(dev), video, cond, msg["guide"],
-                        on_step=lambda s, n: ctx.step(msg["index"] + 1, s, n, clips),
+    job = job.to(state.env.device)
+    solver = make_solver(job.solver, job.steps, job.shift)
+    cfg_par = _select_layout(state.dit, job.guide)
+    return denoise_clip(state.dit, solver, job.noise, job.video, job.clip, job.guide,
+                        on_step=lambda s, n: ctx.step(job.index + 1, s, n, job.clips),
                         cancelled=ctx.cancel_before_step, cfg_parallel=cfg_par)
 
 
@@ -301,8 +293,8 @@ def generate_handler(state: WorkerState, payload: tuple, ctx: JobContext) -> Any
     from wan_animate.sampling.generate import generate_latent
 
     if ctx.rank != 0:
-        while (msg := _broadcast(None, state.env)) is not None:
-            _denoise_everywhere(state, ctx, msg["clips"], msg)
+        while (job := _broadcast(None, state.env)) is not None:
+            _denoise_everywhere(state, ctx, job)
         return None
     inputs, options = payload
     clips_total: list[int] = []
@@ -311,13 +303,11 @@ def generate_handler(state: WorkerState, payload: tuple, ctx: JobContext) -> Any
     def denoise(dit, solver, noise, video, cond, guide, on_step=None, cancelled=None, trace=None):
         index = len(clips_total)
         clips_total.append(index)
-        host = "cpu" if state.env.world_size > 1 else state.env.device  # a pool of one keeps them
-        msg = dict(index=index, clips=clips_count[0], solver=options.solver, steps=options.steps,
-                   shift=options.shift, guide=guide, noise=noise.to(host), video=_to(video, host),
-                   clip=_to(cond, host))
-        _broadcast(msg, state.env)
+        job = ClipJob(index=index, clips=clips_count[0], solver=options.solver, steps=options.steps,
+                      shift=options.shift, guide=guide, noise=noise, video=video, clip=cond)
+        _broadcast(job.to("cpu") if state.env.world_size > 1 else job, state.env)  # pickled on CPU
         in_denoise[0] = True
-        out = _denoise_everywhere(state, ctx, clips_count[0], msg)
+        out = _denoise_everywhere(state, ctx, job)
         in_denoise[0] = False
         return out
 
