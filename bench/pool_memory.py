@@ -9,8 +9,9 @@ Every case (pool size P, video size, rank role 0 or 1, encoder placement) runs i
 process that joins torch's *fake* process group as rank r of P (``FakeStore``): collectives are
 no-ops, allocations and kernels are real, so the process holds and computes what that rank of a
 real pool would. The job path is the project's own: the pool's placement
-(:func:`wan_animate.distributed.animate.place_dit`, the worker state with rank 0's parked or
-resident encoders), ``generate_handler`` (conditioning, the broadcast clip message, denoising
+(:func:`wan_animate.distributed.animate.place_dit`; the worker state of
+:mod:`wan_animate.sampling.jobs` with rank 0's parked or resident encoders), ``generate_handler``
+(conditioning, the broadcast clip message, denoising
 steps through ``JobContext``) and ``decode_handler``; rank 1 denoises the clip message rank 0
 broadcast (saved by the rank-0 case of the same size). Weights are random (seeded); the
 numbers of a real checkpoint are the same, the video is noise.
@@ -177,6 +178,7 @@ def run_case(case: dict) -> dict:
     from wan_animate.checkpoints.official import SIZES_FILE
     from wan_animate.checkpoints.tiny import write_tiny_checkpoint
     from wan_animate.distributed import animate
+    from wan_animate.sampling import jobs
     from wan_animate.distributed.loading import load_local_shards
     from wan_animate.distributed.worker import JobContext, WorkerEnv
     from wan_animate.models.bundle import ModelBundle
@@ -250,7 +252,7 @@ def run_case(case: dict) -> dict:
     animate.finish_dit(dit, pl, env)
     if bundle is not None:
         bundle.dit = dit
-    state = animate.WorkerState(env, bundle, dit)
+    state = jobs.WorkerState(env, bundle, dit)
     sync()
     out["resident_gib"] = _gib(mem())
     block_bytes = sum(math.prod(v) * 2 for k, v in shapes.items() if k.startswith(("blocks.", "face_adapter.")))
@@ -284,15 +286,15 @@ def run_case(case: dict) -> dict:
     t0 = time.perf_counter()
     if role == 0:
         captured: list[Any] = []
-        real = animate._broadcast
-        animate._broadcast = lambda obj, e: (captured.append(obj), real(obj, e))[1]
+        real = jobs._broadcast
+        jobs._broadcast = lambda obj, e: (captured.append(obj), real(obj, e))[1]
         n = case["frames"]
         gen = torch.Generator().manual_seed(0)                # the same video in every case
         u8 = lambda *s: torch.randint(0, 255, s, dtype=torch.uint8, generator=gen).numpy()  # noqa: E731
         inputs = AnimateInputs(pose=u8(n, h, w, 3), face=u8(n, 512, 512, 3), reference=u8(h, w, 3), fps=30)
         opts = SampleOptions(frame_num=n, steps=case["steps"], seed=0)
         ctx = TimedContext(env, 1, None, lambda: False)
-        latent = animate.generate_handler(state, (inputs, opts), ctx)
+        latent = jobs.generate_handler(state, (inputs, opts), ctx)
         first = next(m for m in captured if m is not None)
         torch.save(first, msg_file)
         x = latent.pending if hasattr(latent, "pending") else None
@@ -300,13 +302,13 @@ def run_case(case: dict) -> dict:
             out["latent_crc32"] = zlib.crc32(x.detach().float().cpu().numpy().tobytes())
             out["latent_finite"] = bool(torch.isfinite(x).all())
         reset()
-        animate.decode_handler(state, latent, ctx)
+        jobs.decode_handler(state, latent, ctx)
         sync()
         out["decode_peak_gib"] = _gib(peak())
     else:
         job = torch.load(msg_file, weights_only=False)                  # a ClipJob
         ctx = TimedContext(env, 1, None, lambda: False)
-        animate._denoise_everywhere(state, ctx, job)
+        jobs._denoise_everywhere(state, ctx, job)
     out["first_step_peak_gib"] = _gib(steps[0][1])                 # conditioning + step 1
     out["denoise_peak_gib"] = _gib(max(s[1] for s in steps[1:])) if len(steps) > 1 else None
     out["step_s"] = round(steps[-1][0] - steps[-2][0], 3) if len(steps) > 1 else None

@@ -81,7 +81,7 @@ def test_each_option_gives_the_same_video_at_1_and_2_ranks(ckpt, inputs, kw) -> 
 
 
 def test_dtype_reaches_umt5_on_the_pool(ckpt) -> None:
-    from wan_animate.distributed.animate import PoolModelConfig
+    from wan_animate.sampling.jobs import PoolModelConfig
     from wan_animate.placement import precision
     pl = ModelSpec(str(ckpt), device="cpu", gpus=2, dtype="bf16").placement()
     cfg = PoolModelConfig(str(ckpt), pl)

@@ -146,7 +146,7 @@ class WanAnimateModel:
     """A loaded (or lazily loaded) Wan2.2-Animate model; thread-safe for sequential jobs.
 
     Every GPU count runs the same code: the pool's state factory and job handlers
-    (:mod:`wan_animate.distributed.animate`), in this process for one GPU (a pool of one,
+    (:mod:`wan_animate.sampling.jobs`), in this process for one GPU (a pool of one,
     :meth:`InlineExecutor.in_process`), on a spawned :class:`WorkerPool` for several (or with
     ``use_pool``), on every rank of a ``torchrun`` launch.
     """
@@ -186,10 +186,10 @@ class WanAnimateModel:
 
     def pool_spec(self):  # noqa: ANN201 - PoolSpec, imported lazily
         """What every rank loads and which handlers serve the jobs."""
-        from wan_animate.distributed.animate import PoolModelConfig
+        from wan_animate.sampling.jobs import PoolModelConfig
         from wan_animate.distributed.protocol import PoolSpec
 
-        mod = "wan_animate.distributed.animate"
+        mod = "wan_animate.sampling.jobs"
         pl = self.placement()
         cfg = PoolModelConfig(self.spec.ckpt_dir, pl, self.spec.use_relighting_lora,
                               self.spec.loras, self.spec.comfy_files, self.spec.tokenizer_dir,

@@ -2,8 +2,8 @@
 
 :meth:`Placement.resolve` is the one check of the placement options: an option either means the
 same at every GPU count or is refused here, up front, with a message naming the option and what
-to use instead. The one-GPU path (:mod:`wan_animate.engine`) and the worker pool
-(:mod:`wan_animate.distributed.animate`) both apply the resolved object:
+to use instead. Every GPU count (:mod:`wan_animate.engine`) runs the pool's jobs
+(:mod:`wan_animate.sampling.jobs`, the DiT by :mod:`wan_animate.distributed.animate`), which apply it:
 :func:`encoder_devices` says where umT5 / CLIP load, :func:`park_encoders` parks them,
 :func:`precision` gives every network's dtype.
 

@@ -1,11 +1,9 @@
-"""The Animate model on a worker pool: state factory + job handlers (one per rank).
+"""The Animate DiT on a worker pool: mesh layout, the sharded build, LoRA row merges.
 
 Placement (DESIGN.md §4): the DiT is sharded with FSDP2 per block (each rank reads only its
 rows from the safetensors files) and runs Ulysses sequence parallel; its ~0.3 B parameters
-outside the blocks stay replicated. VAE, CLIP and umT5 live on rank 0 only: rank 0 computes a
-clip's conditioning once (VAE encodes, CLIP, text, motion tokens), broadcasts it, every rank
-denoises its slice of the tokens, and rank 0 decodes. So no rank repeats another's VAE/CLIP/T5
-or motion-encoder work, and ranks > 0 need no memory for those networks.
+outside the blocks stay replicated. The jobs that run on it (state factory, generate, decode)
+are in :mod:`wan_animate.sampling.jobs`.
 
 An even pool is a (2 halves x sp) mesh: with guidance (CFG) each half runs one of the two
 passes with Ulysses over its half (CFG parallel); without guidance Ulysses spans the whole pool
@@ -19,34 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from wan_animate.checkpoints import layout
 from wan_animate.distributed.loading import SafetensorsSource, load_local_shards, local_rows
 from wan_animate.distributed.mesh import build_mesh
 from wan_animate.distributed.parallelize import ParallelConfig, parallelize_dit
-from wan_animate.distributed.worker import JobContext, WorkerEnv
+from wan_animate.distributed.worker import WorkerEnv
 from wan_animate.errors import InputError
 from wan_animate.models.attention import LocalAttention
 from wan_animate.models.config import DiTConfig
 from wan_animate.models.dit import AnimateDiT
-from wan_animate.models.lora import LoraPair, normalize_lora_state
-from wan_animate.placement import Placement, encoder_devices, park_encoders, precision
-from wan_animate.sampling.clip_job import ClipJob
-
-
-@dataclass(frozen=True)
-class PoolModelConfig:
-    """What every worker loads (picklable, compared for pool reuse)."""
-
-    ckpt_dir: str
-    placement: Placement
-    use_relighting_lora: bool = False
-    loras: tuple[tuple[str, float], ...] = ()
-    comfy_files: tuple[str, str, str, str] | None = None
-    """ComfyUI single files (dit, t5, clip, vae) instead of ``ckpt_dir``."""
-    tokenizer_dir: str | None = None
-    relight_file: str | None = None
+from wan_animate.models.lora import LoraPair
+from wan_animate.placement import Placement, precision
 
 
 def layout_for(world: int, heads: int) -> tuple[int, int]:
@@ -197,147 +179,3 @@ def merge_user_loras_local(model: AnimateDiT, loras: tuple[tuple[str, float], ..
         deltas.update({k: d.float().reshape(params[k].shape) for k, d in lf.diffs.items()})
         for key, delta in deltas.items():
             _add_to_local_rows(params[key], lambda r0, r1, d=delta: float(strength) * d[r0:r1].float())
-
-
-@dataclass
-class WorkerState:
-    """Per-rank state: the sharded DiT; rank 0 also holds VAE, CLIP, umT5 and the tokenizer."""
-
-    env: WorkerEnv
-    bundle: Any  # ModelBundle on rank 0, None elsewhere
-    dit: AnimateDiT
-
-
-def load_state(env: WorkerEnv, config: PoolModelConfig) -> WorkerState:
-    """State factory of the pool (runs once per worker)."""
-    from wan_animate.checkpoints.load import read_pth
-    from wan_animate.checkpoints.official import load_bundle
-
-    folder = Path(config.ckpt_dir)
-    pl = config.placement
-    p = precision(pl)
-    if config.comfy_files is not None:
-        return _load_comfy_state(env, config, p)
-    dit = build_sharded_dit(env, folder, pl)
-    if config.use_relighting_lora:
-        path = folder / layout.RELIGHT_LORA_FILE
-        state = read_pth(path, wrapper_keys=(layout.RELIGHT_LORA_WRAPPER_KEY,))
-        merge_lora_local(dit, normalize_lora_state(state, str(path)))
-    merge_user_loras_local(dit, config.loras)
-    finish_dit(dit, pl, env)
-    return _with_rank0_bundle(env, dit, pl, lambda: load_bundle(
-        folder, env.device, p, with_dit=False, **encoder_devices(pl, env.device)))
-
-
-def _with_rank0_bundle(env: WorkerEnv, dit: AnimateDiT, placement: Placement,
-                       load: Callable[[], Any]) -> WorkerState:
-    """The worker state: rank 0 also loads VAE, CLIP and umT5 (``load``) around the shared DiT
-    and parks the encoders the placement parks."""
-    bundle = None
-    if env.rank == 0:
-        bundle = park_encoders(load(), placement)
-        bundle.dit = dit
-    return WorkerState(env, bundle, dit)
-
-
-def _load_comfy_state(env: WorkerEnv, config: PoolModelConfig, p: Any) -> WorkerState:
-    """:func:`load_state` from ComfyUI single files: each rank reads its rows of the DiT file
-    (official key names, fp8 rows dequantized); rank 0 loads VAE, CLIP and umT5 from theirs."""
-    from wan_animate.checkpoints.comfy_bundle import (ComfyFiles, SingleFileDiTSource, dit_config,
-                                                      load_comfy_bundle, lora_list)
-
-    pl = config.placement
-    files = ComfyFiles(*config.comfy_files, tokenizer=config.tokenizer_dir)
-    source = SingleFileDiTSource(files.dit, p.dit)
-    dit = build_sharded_dit(env, Path(files.dit), pl, cfg=dit_config(files.dit), source=source)
-    merge_user_loras_local(dit, lora_list(config.use_relighting_lora, config.relight_file, config.loras))
-    finish_dit(dit, pl, env)
-    return _with_rank0_bundle(env, dit, pl, lambda: load_comfy_bundle(
-        files, env.device, p, with_dit=False, **encoder_devices(pl, env.device)))
-
-
-def _broadcast(obj: Any, env: WorkerEnv) -> Any:
-    """rank 0's ``obj`` on every rank (pickled over the gloo control group, tensors on CPU)."""
-    if env.world_size == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0, group=env.control_group)
-    return box[0]
-
-
-def _select_layout(dit: AnimateDiT, guide: float) -> MeshCfg | None:
-    """Set the job's token layout; returns the CFG-parallel exchange when it is used."""
-    layouts = dit.pool_layouts
-    if guide > 1 and layouts["halves_size"] == 2:
-        dit.set_parallel(layouts["halves"])
-        return MeshCfg(layouts["mesh"])
-    dit.set_parallel(layouts.get("world", layouts["halves"]))
-    return None
-
-
-def _denoise_everywhere(state: WorkerState, ctx: JobContext, job: ClipJob) -> torch.Tensor:
-    """Every rank: denoise ``job``'s clip on this rank's tokens; the clean latent [1, 16, F, h, w]."""
-    from wan_animate.sampling.denoise import denoise_clip
-    from wan_animate.sampling.solvers import make_solver
-
-    job = job.to(state.env.device)
-    solver = make_solver(job.solver, job.steps, job.shift)
-    cfg_par = _select_layout(state.dit, job.guide)
-    return denoise_clip(state.dit, solver, job.noise, job.video, job.clip, job.guide,
-                        on_step=lambda s, n: ctx.step(job.index + 1, s, n, job.clips),
-                        cancelled=ctx.cancel_before_step, cfg_parallel=cfg_par)
-
-
-def generate_handler(state: WorkerState, payload: tuple, ctx: JobContext) -> Any:
-    """Job "generate": (inputs, options) -> AnimateLatent on rank 0 (None elsewhere)."""
-    from wan_animate.sampling.generate import generate_latent
-
-    if ctx.rank != 0:
-        while (job := _broadcast(None, state.env)) is not None:
-            _denoise_everywhere(state, ctx, job)
-        return None
-    inputs, options = payload
-    clips_total: list[int] = []
-    in_denoise = [False]
-
-    def denoise(dit, solver, noise, video, cond, guide, on_step=None, cancelled=None, trace=None):
-        index = len(clips_total)
-        clips_total.append(index)
-        job = ClipJob(index=index, clips=clips_count[0], solver=options.solver, steps=options.steps,
-                      shift=options.shift, guide=guide, noise=noise, video=video, clip=cond)
-        _broadcast(job.to("cpu") if state.env.world_size > 1 else job, state.env)  # pickled on CPU
-        in_denoise[0] = True
-        out = _denoise_everywhere(state, ctx, job)
-        in_denoise[0] = False
-        return out
-
-    from wan_animate.preprocess.clip_plan import plan_clips
-
-    clips_count = [len(plan_clips(inputs.num_frames, options.frame_num, options.refert_num,
-                                  int(inputs.face.shape[0])).clips)]
-    try:
-        latent = generate_latent(state.bundle, inputs, options, denoise=denoise)
-    except BaseException:
-        # Inside a denoising loop the ranks stop together (agreed cancel / abort); outside it
-        # the other ranks wait for the next clip: release them.
-        if not in_denoise[0]:
-            _broadcast(None, state.env)
-        raise
-    _broadcast(None, state.env)
-    return latent
-
-
-def decode_handler(state: WorkerState, payload: Any, ctx: JobContext) -> Any:
-    """Job "decode": AnimateLatent -> video [3, N, H, W] on rank 0 (the VAE lives there)."""
-    from wan_animate.sampling.generate import decode_latent
-
-    if ctx.rank != 0:
-        return None
-    runner = state.dit.block_runner
-    if runner is not None and state.env.device.type == "cuda":
-        # a block-swapped DiT on one GPU (a small card) leaves it while the VAE decodes
-        from wan_animate.models.offload import parked_on_host
-
-        with parked_on_host(state.dit, runner):
-            return decode_latent(state.bundle.vae, payload)
-    return decode_latent(state.bundle.vae, payload)
