@@ -63,7 +63,17 @@ profile8() {  # rank 0 of 8, compiled FA3, noop collectives, last step by kernel
         --out "$OUT/pool8_profile_fa3.json" 2>&1 | tee "$OUT/pool8_profile_fa3.log" | grep "^| 8 "
 }
 
+ratio() {  # pool of one and rank 0 / 1 of 8 in one call, compiled, noop collectives
+    timeout 140 python3 $PM --pools 1 --roles 0 --compile on --steps 3 --collectives noop \
+        --out "$OUT/pool1_compiled_fa3.json" 2>&1 | tee "$OUT/pool1_compiled_fa3.log" | grep "^| 1 "
+    timeout 130 python3 $PM --pools 8 --roles 0 1 --compile on --steps 3 --collectives noop \
+        --out "$OUT/pool8_compiled_fa3.json" 2>&1 | tee "$OUT/pool8_compiled_fa3.log" | grep "^| 8 "
+}
+
 case "${1:-both}" in
+ratio)
+    ratio
+    ;;
 profile8)
     profile8
     timeout 90 python3 $PM --pools 1 --roles 0 --compile on --steps 3 --collectives noop \
