@@ -11,7 +11,7 @@ from wan_animate.cli.demo_media import write_preprocessed
 from wan_animate.distributed.animate import layout_for
 from wan_animate.distributed.pool import WorkerPool
 from wan_animate.engine import ModelSpec, load_model, unload_all
-from wan_animate.errors import Cancelled, InputError, ParallelConfigError
+from wan_animate.errors import Cancelled, ParallelConfigError
 from wan_animate.parity import distributed as parity_distributed
 from wan_animate.sampling.folder import read_preprocessed
 from wan_animate.sampling.options import SampleOptions
@@ -32,7 +32,7 @@ def single(ckpt):
 def test_layout_for():
     assert layout_for(8, 40) == (2, 4) and layout_for(5, 40) == (1, 5)
     assert layout_for(2, 3) == (2, 1) and layout_for(3, 3) == (1, 3) and layout_for(1, 40) == (1, 1)
-    with pytest.raises(InputError):
+    with pytest.raises(ParallelConfigError, match=r"4 GPUs cannot split the DiT's 3 attention heads.*\[1, 3\]"):
         layout_for(4, 3)
 
 

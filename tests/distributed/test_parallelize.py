@@ -178,5 +178,5 @@ def test_parallel_config_validation():
         ParallelConfig(world_size=3, cfg_parallel=True)
     with pytest.raises(ParallelConfigError, match="does not match world_size 4"):
         ParallelConfig(world_size=4, sp_size=3)
-    with pytest.raises(ParallelConfigError, match="40 heads.*1, 2, 4, 5, 8, 10, 20, 40"):
+    with pytest.raises(ParallelConfigError, match="40 attention heads.*1, 2, 4, 5, 8, 10, 20, 40"):
         ParallelConfig(world_size=3).check_heads(40)

@@ -77,7 +77,7 @@ def test_two_ranks_padding(pool2):
 
 
 def test_heads_not_divisible_fails_on_ranks(pool2):
-    with pytest.raises(WorkerError, match=r"(?s)3 heads.*1, 3") as info:
+    with pytest.raises(WorkerError, match=r"(?s)3 attention heads.*1, 3") as info:
         pool2.submit(Job("attn", _qkv(6, heads=3, seed=2)))
     assert "ParallelConfigError" in info.value.worker_traceback
     _check(pool2, length=5, heads=2, seed=3)  # the pool is still usable

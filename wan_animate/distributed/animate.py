@@ -23,9 +23,8 @@ from wan_animate.distributed.loading import SafetensorsSource, load_local_shards
 from wan_animate.distributed.mesh import build_mesh
 from wan_animate.distributed.parallelize import ParallelConfig, parallelize_dit
 from wan_animate.distributed.worker import WorkerEnv
-from wan_animate.errors import InputError
 from wan_animate.models.attention import LocalAttention
-from wan_animate.models.config import DiTConfig
+from wan_animate.models.config import DiTConfig, check_head_split
 from wan_animate.models.dit import AnimateDiT
 from wan_animate.models.lora import LoraPair
 from wan_animate.placement import Placement, precision
@@ -40,10 +39,8 @@ def layout_for(world: int, heads: int) -> tuple[int, int]:
     """
     if world % 2 == 0 and heads % (world // 2) == 0:
         return 2, world // 2
-    if heads % world == 0:
-        return 1, world
-    raise InputError(f"a pool of {world} cannot split {heads} heads; use a pool size that "
-                     f"divides {heads}")
+    check_head_split(heads, world)
+    return 1, world
 
 
 @dataclass

@@ -22,22 +22,19 @@ from torch.distributed import ProcessGroup
 from torch.distributed.device_mesh import DeviceMesh
 
 from wan_animate.distributed.mesh import all_gather_single
-from wan_animate.errors import ParallelConfigError
 from wan_animate.models.attention import AttentionBackend, LocalAttention
+from wan_animate.models.config import check_head_split, head_split_sizes
 
 
 def valid_sp_sizes(num_heads: int) -> list[int]:
     """Every sequence-parallel size that divides ``num_heads`` (e.g. 40 -> 1 2 4 5 8 10 20 40)."""
-    return [p for p in range(1, num_heads + 1) if num_heads % p == 0]
+    return head_split_sizes(num_heads)
 
 
 def check_heads(num_heads: int, sp_size: int) -> None:
-    """Raise :class:`ParallelConfigError` unless ``sp_size`` divides ``num_heads``."""
-    if sp_size < 1 or num_heads % sp_size != 0:
-        raise ParallelConfigError(
-            f"Ulysses sequence parallel over {sp_size} ranks splits attention by heads, so the "
-            f"head count must be divisible by {sp_size}; the model has {num_heads} heads. "
-            f"Valid sequence-parallel sizes: {', '.join(map(str, valid_sp_sizes(num_heads)))}.")
+    """Raise :class:`ParallelConfigError` unless ``sp_size`` divides ``num_heads``
+    (:func:`~wan_animate.models.config.check_head_split`, the one wording)."""
+    check_head_split(num_heads, sp_size)
 
 
 def _as_group(group: ProcessGroup | DeviceMesh | None) -> ProcessGroup:

@@ -18,6 +18,21 @@ OFFICIAL_MOTION_CHANNELS: dict[int, int] = {
     4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
 
 
+def head_split_sizes(num_heads: int) -> list[int]:
+    """Every GPU count that splits ``num_heads`` evenly (e.g. 40 -> 1 2 4 5 8 10 20 40)."""
+    return [n for n in range(1, num_heads + 1) if num_heads % n == 0]
+
+
+def check_head_split(num_heads: int, ways: int) -> None:
+    """The one check that ``ways`` Ulysses ranks can split ``num_heads`` attention heads: the
+    loader, the pool's mesh and the attention itself raise this same error."""
+    if ways < 1 or num_heads % ways:
+        raise ParallelConfigError(
+            f"{ways} GPUs cannot split the DiT's {num_heads} attention heads evenly (Ulysses "
+            f"splits attention by heads); use a GPU count that divides {num_heads}: "
+            f"{head_split_sizes(num_heads)}")
+
+
 @dataclass(frozen=True)
 class MotionEncoderConfig:
     """LIA-style motion encoder: face crops [N, 3, size, size] -> motion vectors [N, style_dim]."""
@@ -100,11 +115,7 @@ class DiTConfig:
 
     def check_sp_size(self, sp: int) -> None:
         """Raise unless ``sp`` ranks can split the heads (Ulysses scatters heads)."""
-        if sp < 1 or self.num_heads % sp:
-            valid = [n for n in range(1, self.num_heads + 1) if self.num_heads % n == 0]
-            raise ParallelConfigError(
-                f"{sp} GPUs cannot split the DiT's {self.num_heads} attention heads evenly; "
-                f"use a GPU count that divides {self.num_heads}: {valid}")
+        check_head_split(self.num_heads, sp)
 
     # ---- (de)serialisation -------------------------------------------------------------
     _JSON_KEYS = ("patch_size", "text_len", "in_dim", "dim", "ffn_dim", "freq_dim", "text_dim",
