@@ -84,74 +84,48 @@ def comm_per_step(p: int, tokens: int, dim: int, block_param_bytes: int, forward
             "nvlink_s": round(total / (NVLINK_GBPS * 1e9), 3), "pcie_s": round(total / (PCIE_GBPS * 1e9), 3)}
 
 
-def deterministic_collectives() -> None:
-    """Make the fake group's collectives fill their outputs (a fake one leaves them as the
-    allocator found them): an all-gather repeats this rank's shard, an all-to-all returns its
-    input. The math is then a fixed function of this rank's inputs, so two runs that differ only
-    in where memory lives (swap, caps) must give the same bits; the bytes moved are unchanged."""
+def stand_in_collectives(every_call: bool) -> set[tuple[int, int]]:
+    """Fill the fake group's collective outputs, which it leaves as the allocator found them:
+    an all-gather repeats this rank's shard, an all-to-all returns its input.
+
+    ``every_call`` (``--collectives fill``): at every call, so the math is a fixed function of
+    this rank's inputs and two runs that differ only in where memory lives (swap, caps) must give
+    the same bits. Otherwise (``noop``): only the first time an output buffer is seen. Fresh
+    buffers are zeros, and kernels run faster on zeros than on real data (less switching, less
+    power); the caching allocator hands the same buffers out at every step, so after the first
+    step a buffer holds real values of its kind and the timed steps run no stand-in kernels.
+    Returns the (pointer, size) of the buffers filled (``buffers_filled_in_last_step`` counts
+    the new ones of the last step)."""
     import torch.distributed as dist
+
+    seen: set[tuple[int, int]] = set()
+
+    def fill(t) -> bool:  # noqa: ANN001
+        key = (t.data_ptr(), t.numel())
+        new = key not in seen
+        seen.add(key)
+        return every_call or (new and t.is_floating_point())
 
     a2a = dist.all_to_all_single
 
     def repeating(gather):  # noqa: ANN001, ANN202
         def all_gather(output, input, *args, **kwargs):  # noqa: ANN001, ANN202, A002
             work = gather(output, input, *args, **kwargs)
-            rows = output.view(-1, input.numel())       # FSDP2's input is one of these rows
-            rows.copy_(input.reshape(1, -1).clone().expand_as(rows))
-            return work
-        return all_gather
-
-    def all_to_all_single(output, input, *args, **kwargs):  # noqa: ANN001, ANN202, A002
-        work = a2a(output, input, *args, **kwargs)
-        if output.data_ptr() != input.data_ptr():
-            output.copy_(input)
-        return work
-
-    for name in ("all_gather_into_tensor", "all_gather_single"):   # torch >= 2.13 has both
-        if hasattr(dist, name):
-            setattr(dist, name, repeating(getattr(dist, name)))
-    dist.all_to_all_single = all_to_all_single
-
-
-def first_touch_collectives() -> set[tuple[int, int]]:
-    """``--collectives noop``: the fake group's collectives stay no-ops, except that an output
-    buffer the first time it is seen is filled as ``fill`` would fill it (an all-gather repeats
-    this rank's shard, an all-to-all returns its input). Left as the allocator found them, fresh
-    buffers are zeros (the gathered weights' other rows, the all-to-all's q/k/v), and kernels run
-    faster on zeros than on real data (less switching, less power). The caching allocator hands
-    the same buffers out at every step, so after the first step (conditioning, compile) a buffer
-    holds real values of its kind (weights of another block, activations) and the timed steps run
-    no stand-in kernels (``buffers_filled_in_last_step`` counts the exceptions)."""
-    import torch.distributed as dist
-
-    seen: set[tuple[int, int]] = set()
-
-    def first(t) -> bool:  # noqa: ANN001
-        key = (t.data_ptr(), t.numel())
-        new = key not in seen
-        seen.add(key)
-        return new and t.is_floating_point()
-
-    a2a = dist.all_to_all_single
-
-    def gathering(gather):  # noqa: ANN001, ANN202
-        def all_gather(output, input, *args, **kwargs):  # noqa: ANN001, ANN202, A002
-            work = gather(output, input, *args, **kwargs)
-            if first(output):
-                rows = output.view(-1, input.numel())
+            if fill(output):
+                rows = output.view(-1, input.numel())       # FSDP2's input is one of these rows
                 rows.copy_(input.reshape(1, -1).clone().expand_as(rows))
             return work
         return all_gather
 
     def all_to_all_single(output, input, *args, **kwargs):  # noqa: ANN001, ANN202, A002
         work = a2a(output, input, *args, **kwargs)
-        if output.data_ptr() != input.data_ptr() and first(output):
+        if output.data_ptr() != input.data_ptr() and fill(output):
             output.copy_(input)
         return work
 
-    for name in ("all_gather_into_tensor", "all_gather_single"):
+    for name in ("all_gather_into_tensor", "all_gather_single"):   # torch >= 2.13 has both
         if hasattr(dist, name):
-            setattr(dist, name, gathering(getattr(dist, name)))
+            setattr(dist, name, repeating(getattr(dist, name)))
     dist.all_to_all_single = all_to_all_single
     return seen
 
@@ -201,11 +175,7 @@ def run_case(case: dict) -> dict:
         total = torch.cuda.get_device_properties(dev).total_memory
         torch.cuda.set_per_process_memory_fraction(case["cap_gib"] * GIB / total, dev)
     dist.init_process_group("fake", store=FakeStore(), rank=role, world_size=p)
-    touched: set[tuple[int, int]] = set()           # noop: the buffers given random values
-    if case.get("collectives", "fill") == "fill":
-        deterministic_collectives()
-    else:
-        touched = first_touch_collectives()
+    touched = stand_in_collectives(every_call=case.get("collectives", "fill") == "fill")
     env = WorkerEnv(role, p, dev, "fake", dist.new_group())
     pl = Placement.resolve(device_type=dev.type, gpus=p, pooled=True, encoders=case["encoders"],
                            compile=case["compile"], mode=case["mode"],

@@ -26,15 +26,8 @@ from wan_animate.models.attention import AttentionBackend, LocalAttention
 from wan_animate.models.config import check_head_split, head_split_sizes
 
 
-def valid_sp_sizes(num_heads: int) -> list[int]:
-    """Every sequence-parallel size that divides ``num_heads`` (e.g. 40 -> 1 2 4 5 8 10 20 40)."""
-    return head_split_sizes(num_heads)
-
-
-def check_heads(num_heads: int, sp_size: int) -> None:
-    """Raise :class:`ParallelConfigError` unless ``sp_size`` divides ``num_heads``
-    (:func:`~wan_animate.models.config.check_head_split`, the one wording)."""
-    check_head_split(num_heads, sp_size)
+valid_sp_sizes = head_split_sizes   # every sequence-parallel size that divides the heads
+check_heads = check_head_split      # (num_heads, sp_size): the one heads-vs-ranks check
 
 
 def _as_group(group: ProcessGroup | DeviceMesh | None) -> ProcessGroup:

@@ -41,13 +41,14 @@ class ClipJob:
 
     def to(self, device: torch.device | str) -> ClipJob:
         """The same job with every tensor on ``device`` (a copy; this one is unchanged)."""
-        def move(obj: object) -> object:
-            if isinstance(obj, torch.Tensor):
-                return obj.to(device)
-            if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-                return dataclasses.replace(obj, **{f.name: move(getattr(obj, f.name))
-                                                   for f in dataclasses.fields(obj)})
-            return obj
+        return _moved(self, device)
 
-        return dataclasses.replace(self, noise=self.noise.to(device), video=move(self.video),
-                                   clip=move(self.clip))
+
+def _moved(obj: object, device: torch.device | str) -> object:
+    """``obj`` with its tensors on ``device``: dataclasses copied field by field, others as is."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: _moved(getattr(obj, f.name), device)
+                                           for f in dataclasses.fields(obj) if f.init})
+    return obj
