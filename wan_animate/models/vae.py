@@ -151,6 +151,9 @@ class WanVAE(nn.Module):
         self.conv2 = CausalConv3d(cfg.z_dim, cfg.z_dim, 1)
         self.decoder = Decoder3d(cfg.dim, cfg.z_dim, cfg.dim_mult, cfg.num_res_blocks,
                                  cfg.attn_scales, cfg.temporal_downsample[::-1], cfg.dropout)
+        self.bands = 1
+        """Encode / decode the frame in this many bands of rows, one after another (bounded
+        memory, same output; :mod:`wan_animate.models.vae_bands`). 1 = the whole frame."""
 
     @property
     def dtype(self) -> torch.dtype:
@@ -196,14 +199,21 @@ class WanVAE(nn.Module):
         if used != frames:
             log.warning("VAE encode: %d frames is not 1 + %dk; the last %d frames are dropped "
                         "(official behaviour)", frames, ENCODE_CHUNK, frames - used)
-        cache = CausalCache()
-        chunks: list[torch.Tensor] = []
         # frame chunks [0, 1), [1, 5), [5, 9), ...
         bounds = [(0, 1)] + [(s, s + ENCODE_CHUNK) for s in range(1, used, ENCODE_CHUNK)]
-        for start, stop in bounds:
-            x = video[:, :, start:stop].to(device=self.device, dtype=self.dtype)
-            chunks.append(self.encoder(x, cache))  # [B, 2z, 1 (4 / temporal_factor later), h, w]
-        mu = self.conv1(torch.cat(chunks, dim=2))[:, :self.config.z_dim]  # [B, 2z, F, h, w] -> mu
+        parts = self._parts(video.shape[-2] // self.config.spatial_factor)
+        if parts > 1:
+            from wan_animate.models.vae_bands import banded_encode
+
+            out = banded_encode(self, video, bounds, parts)  # [B, 2z, F, h, w]
+        else:
+            cache = CausalCache()
+            chunks: list[torch.Tensor] = []
+            for start, stop in bounds:
+                x = video[:, :, start:stop].to(device=self.device, dtype=self.dtype)
+                chunks.append(self.encoder(x, cache))  # [B, 2z, 1 (4 / temporal_factor later), h, w]
+            out = torch.cat(chunks, dim=2)
+        mu = self.conv1(out)[:, :self.config.z_dim]  # [B, 2z, F, h, w] -> mu
         return (mu.float() - _per_channel(mean, mu)) * _per_channel(inv_std, mu)
 
     @torch.no_grad()
@@ -225,6 +235,12 @@ class WanVAE(nn.Module):
         z = z / _per_channel(inv_std, z) + _per_channel(mean, z)
         x = self.conv2(z.to(self.dtype))  # [B, z, F, h, w]
         b, _, n_lat, h, w = x.shape
+        parts = self._parts(h)
+        if parts > 1:
+            from wan_animate.models.vae_bands import banded_decode
+
+            out = banded_decode(self, x, parts)
+            return out.clamp_(-1.0, 1.0) if clamp else out
         sf = self.config.spatial_factor
         out = torch.empty(b, 3, self.config.video_frames(n_lat), h * sf, w * sf,
                           dtype=torch.float32, device=self.device)
@@ -238,6 +254,18 @@ class WanVAE(nn.Module):
         if pos != out.shape[2]:
             raise RuntimeError(f"VAE decode produced {pos} frames, expected {out.shape[2]}")
         return out.clamp_(-1.0, 1.0) if clamp else out
+
+    def _parts(self, rows: int) -> int:
+        """Bands for a frame of ``rows`` latent rows: :attr:`bands`, at most one per row, and 1
+        when the levels hold attention (it needs the whole frame)."""
+        from wan_animate.models.vae_blocks import active_halo
+
+        parts = min(self.bands, rows) if active_halo() is None else 1  # a pool band: whole
+        if parts > 1 and self.config.attn_scales:
+            log.warning("VAE bands: this VAE has attention at scales %s; it runs on the whole "
+                        "frame", self.config.attn_scales)
+            return 1
+        return parts
 
     def _check_official_z(self) -> None:
         if self.config.z_dim != len(LATENT_MEAN):

@@ -11,7 +11,9 @@ without any key mapping (e.g. ``residual.{0,2,3,6}``, ``resample.1``, ``time_con
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from itertools import chain
 from typing import Any
 
@@ -42,6 +44,53 @@ class CausalCache:
 
     def __len__(self) -> int:
         return len(self._state)
+
+
+class RowHalo:
+    """What a VAE running on one horizontal band of the frame puts around its rows.
+
+    The unsplit VAE zero-pads every spatial conv. A row-split VAE (each pool rank, or each part
+    of a bounded decode, holds the rows of one band) needs the neighbouring bands' boundary rows
+    there instead, and its mid-block attention needs every row's keys. A subclass provides them
+    (:class:`wan_animate.distributed.vae_split.RowExchange` over a process group); the layers
+    below call it while it is active (:func:`row_split`). This base class is the unsplit frame:
+    zeros above and below, and a band that is already the whole frame.
+    """
+
+    def pad(self, x: torch.Tensor, cols: tuple[int, int], rows: tuple[int, int],
+            front: int = 0) -> torch.Tensor:
+        """x [..., H, W] -> [..., (front +) top + H + bottom, left + W + right].
+
+        ``rows`` = (top, bottom) rows from the bands above / below (zeros at the frame's edges),
+        ``cols`` zero columns, ``front`` zero frames before dim 2 of a 5-D [B, C, T, H, W] input.
+        """
+        left, right = cols
+        top, bottom = rows
+        pads = (left, right, top, bottom) + ((front, 0) if x.ndim == 5 else ())
+        return F.pad(x, pads)
+
+    def all_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """This band's [..., h, W] -> the whole frame's [..., H, W] (rows of every band, in order)."""
+        return x
+
+
+_ROW_HALO: ContextVar[RowHalo | None] = ContextVar("vae_row_halo", default=None)
+
+
+@contextmanager
+def row_split(halo: RowHalo) -> Iterator[RowHalo]:
+    """While active, the VAE's spatial convs and attention take their boundary rows from ``halo``
+    (the caller feeds the VAE one band of rows; see :mod:`wan_animate.distributed.vae_split`)."""
+    token = _ROW_HALO.set(halo)
+    try:
+        yield halo
+    finally:
+        _ROW_HALO.reset(token)
+
+
+def active_halo() -> RowHalo | None:
+    """The :class:`RowHalo` of the current :func:`row_split`, or None (the whole frame)."""
+    return _ROW_HALO.get()
 
 
 def _last_frames(prev: torch.Tensor | None, x: torch.Tensor, n: int) -> torch.Tensor:
@@ -83,7 +132,12 @@ class CausalConv3d(nn.Conv3d):
             if prev is not None:
                 x = torch.cat([prev, x], dim=2)
                 front -= prev.shape[2]
-        x = F.pad(x, (*self.space_pad, front, 0))
+        halo = active_halo()
+        pw, _, ph, _ = self.space_pad
+        if halo is None or ph == 0:
+            x = F.pad(x, (*self.space_pad, front, 0))
+        else:  # a band of rows: the neighbours' boundary rows instead of zeros
+            x = halo.pad(x, (pw, pw), (ph, ph), front)
         return super().forward(x)
 
 
@@ -147,13 +201,24 @@ class AttentionBlock(nn.Module):
         b, c, t, h, w = x.shape
         y = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)  # [B, C, T, H, W] -> [B*T, C, H, W]
         y = self.to_qkv(self.norm(y))  # [B*T, 3C, H, W]
-        # [B*T, 3C, H, W] -> [B*T, 1, H*W, 3C] -> 3 x [B*T, 1, H*W, C]
-        q, k, v = y.reshape(b * t, 1, 3 * c, h * w).permute(0, 1, 3, 2).contiguous().chunk(3, dim=-1)
+        halo = active_halo()
+        if halo is None:
+            # [B*T, 3C, H, W] -> [B*T, 1, H*W, 3C] -> 3 x [B*T, 1, H*W, C]
+            q, k, v = _tokens(y).chunk(3, dim=-1)
+        else:  # a band's queries attend to the keys of the whole frame
+            q = _tokens(y[:, :c])
+            k, v = _tokens(halo.all_rows(y[:, c:])).chunk(2, dim=-1)
         y = F.scaled_dot_product_attention(q, k, v)  # [B*T, 1, H*W, C]
         y = y.squeeze(1).permute(0, 2, 1).reshape(b * t, c, h, w)  # -> [B*T, C, H, W]
         y = self.proj(y)
         y = y.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)  # [B*T, C, H, W] -> [B, C, T, H, W]
         return x + y
+
+
+def _tokens(y: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N, 1, H*W, C] (contiguous)."""
+    n, c, h, w = y.shape
+    return y.reshape(n, 1, c, h * w).permute(0, 1, 3, 2).contiguous()
 
 
 class NearestUpsample2x(nn.Module):
@@ -202,11 +267,22 @@ class Resample(nn.Module):
         if self.mode == "upsample3d":
             x = self._double_frames(x, cache)
         b, c, t, h, w = x.shape
-        y = self.resample(x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w))  # [B*T, C', H', W']
+        y = self._resample(x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w))  # [B*T, C', H', W']
         x = y.reshape(b, t, *y.shape[1:]).permute(0, 2, 1, 3, 4)  # -> [B, C', T, H', W']
         if self.mode == "downsample3d":
             x = self._halve_frames(x, cache)
         return x
+
+    def _resample(self, y: torch.Tensor) -> torch.Tensor:
+        """[N, C, H, W] -> [N, C', H*2 or H/2, ...]; on a band, the neighbours' rows pad it."""
+        halo = active_halo()
+        if halo is None:
+            return self.resample(y)
+        conv = self.resample[1]
+        if self.mode.startswith("upsample"):  # nearest x2, then a 3x3 conv with padding 1
+            y = halo.pad(self.resample[0](y), (1, 1), (1, 1))
+            return F.conv2d(y, conv.weight, conv.bias)
+        return conv(halo.pad(y, (0, 1), (0, 1)))  # zero column right, next band's first row below
 
     def _double_frames(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         """[B, C, T, H, W] -> [B, C, 2T, H, W] (unchanged on the first chunk of a call)."""
