@@ -231,6 +231,13 @@ class WanAnimateModelLoader(io.ComfyNode):
                                        "kept in host RAM, copied in once per new prompt / reference "
                                        "(~0.3 s), so the GPU has that room while denoising and decoding. "
                                        "gpu: always on the GPU."),
+                io.Combo.Input("vae", options=["auto", "whole", "split", "bands"], default="auto",
+                               optional=True,
+                               tooltip="Where the VAE encodes / decodes; the output is the same in "
+                                       "every mode. auto: split by rows over several GPUs (each "
+                                       "GPU ~1/N of the 19 GB a 720p decode needs); on one GPU "
+                                       "whole, or in 8 bands when memory is short (4.2 GB). "
+                                       "bands: one GPU only."),
                 io.Combo.Input("memory", options=["auto", "off"], default="auto", optional=True,
                                tooltip="auto: with swap_blocks 0, swap as many DiT blocks as the "
                                        "free memory of the GPUs needs for a 1280x720, 77-frame "
@@ -262,11 +269,12 @@ class WanAnimateModelLoader(io.ComfyNode):
                 clip_file: str = OFFICIAL, vae_file: str = OFFICIAL, relight_file: str = OFFICIAL,
                 tokenizer_path: str = "", mode: str = "exact", swap_blocks: int = 0,
                 t5_cpu: bool = False, lora: str = "(none)", lora_strength: float = 1.0,
-                encoders: str = "auto", memory: str = "auto") -> io.NodeOutput:
+                encoders: str = "auto", memory: str = "auto", vae: str = "auto") -> io.NodeOutput:
         files = {"dit_file": dit_file, "t5_file": t5_file, "clip_file": clip_file, "vae_file": vae_file,
                  "relight_file": relight_file}
         spec = build_spec(checkpoint, ckpt_path, files, tokenizer_path, gpus=gpus, dtype=dtype,
                           attention=attention, fsdp=fsdp, use_relighting_lora=relighting_lora,
                           mode=mode, swap_blocks=swap_blocks, t5_cpu=t5_cpu,
-                          loras=lora_spec(lora, lora_strength), encoders=encoders, memory=memory)
+                          loras=lora_spec(lora, lora_strength), encoders=encoders, memory=memory,
+                          vae=vae)
         return io.NodeOutput(load_model(spec))

@@ -53,3 +53,20 @@ def test_no_plan_on_the_cpu_or_with_explicit_settings(tmp_path) -> None:
     assert WanAnimateModel(ModelSpec(str(ckpt), device="cpu")).memory_plan() is None
     with pytest.raises(Exception, match="memory must be auto or off"):
         ModelSpec(str(ckpt), device="cpu", memory="some").validate()
+
+
+def test_one_gpu_short_of_memory_decodes_in_bands_and_a_pool_splits() -> None:
+    """vae "auto": a 24 GB card decodes 720p in bands (whole: ~19 GiB of activations), a large
+    one whole; on a pool each rank decodes its rows (about 1/P of the whole decode)."""
+    cfg = DiTConfig()
+    one = Placement.resolve(device_type="cuda", gpus=1, pooled=False)
+    small = plan_memory(cfg, one, [int(22 * GIB)], vae_auto=True, t5_bytes=T5)
+    large = plan_memory(cfg, one, [int(140 * GIB)], vae_auto=True, t5_bytes=T5)
+    fixed = plan_memory(cfg, one, [int(22 * GIB)], vae_auto=False, t5_bytes=T5)
+    assert small.vae_bands == 8 and large.vae_bands == 1 and fixed.vae_bands == 1
+    assert small.decode_gib < fixed.decode_gib - 10 and "in 8 bands" in small.describe()
+    whole = Placement.resolve(device_type="cuda", gpus=8, pooled=True, vae="whole")
+    split = Placement.resolve(device_type="cuda", gpus=8, pooled=True)
+    assert split.vae == "split" and whole.vae == "whole"
+    d_whole, d_split = (estimate(cfg, pl, 0)[2] for pl in (whole, split))
+    assert d_whole - d_split > 15 * GIB

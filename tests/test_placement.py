@@ -43,6 +43,8 @@ def test_defaults_park_the_encoders_on_cuda_only() -> None:
     ({"mode": "fast"}, "mode 'fast'"),
     ({"encoders": "host"}, "encoders must be auto, gpu or parked"),
     ({"swap_blocks": 41}, "swap_blocks must be between 0 and 40"),
+    ({"vae": "bands"}, "on several GPUs use vae 'split'"),
+    ({"vae": "tiled"}, "vae must be one of auto, whole, split, bands"),
 ])
 def test_pool_refusals_name_the_option(ckpt, kw, match) -> None:
     with pytest.raises(InputError, match=match):
@@ -59,6 +61,7 @@ OPTIONS = [
     pytest.param({"swap_blocks": 1}, id="swap_blocks"),       # BlockSwap / FSDP2 CPU offload
     pytest.param({"compile": "on"}, id="compile-on"),         # each block's forward, before FSDP2
     pytest.param({"fsdp": False}, id="fsdp-off"),
+    pytest.param({"vae": "whole"}, id="vae-whole"),          # default on 2 ranks: split by rows
 ]
 
 
@@ -126,3 +129,17 @@ def test_parked_encoders_give_the_resident_video_on_cuda(ckpt, inputs) -> None:
         unload_all()
     torch.testing.assert_close(videos["parked"], videos["resident"], atol=0, rtol=0)
     torch.testing.assert_close(videos["pool-parked"], videos["resident"], atol=0, rtol=0)
+
+
+def test_vae_bands_on_one_gpu_give_the_whole_vae_video(ckpt, inputs) -> None:
+    opts = SampleOptions(frame_num=5, steps=1, seed=4)
+    videos = {}
+    try:
+        for vae in ("whole", "bands"):
+            model = load_model(ModelSpec(str(ckpt), device="cpu", vae=vae))
+            assert ("VAE in 8 bands of rows" in model.describe()) == (vae == "bands")
+            videos[vae] = model.decode(model.sample(inputs, opts))
+            unload_all()
+    finally:
+        unload_all()
+    assert float((videos["whole"] - videos["bands"]).abs().max()) <= 1e-5

@@ -64,6 +64,9 @@ class ModelSpec:
     encoders: str = "auto"
     """umT5 / CLIP between encodes: "auto" (= "parked" on CUDA: pinned host memory, a GPU visit
     per new prompt / reference), "gpu" (resident)."""
+    vae: str = "auto"
+    """VAE placement: "auto" (split by rows over a pool of several GPUs; on one GPU whole, or in
+    bands when the memory plan finds the decode short of memory), "whole", "split", "bands"."""
     memory: str = "auto"
     """"auto": on CUDA with swap_blocks 0, swap as many DiT blocks as the GPUs' free memory needs
     for a 1280x720, 77-frame clip (:mod:`wan_animate.memory_plan`; printed at load); "off": none."""
@@ -79,7 +82,7 @@ class ModelSpec:
                                  pooled=self.pooled, dtype=self.dtype, attention=self.attention,
                                  mode=self.mode, compile=self.compile,
                                  swap_blocks=self.swap_blocks, t5_cpu=self.t5_cpu, fsdp=self.fsdp,
-                                 encoders=self.encoders)
+                                 encoders=self.encoders, vae=self.vae)
 
     def comfy(self):  # noqa: ANN201 - ComfyFiles | None, imported lazily
         """The single files as :class:`~wan_animate.checkpoints.comfy_bundle.ComfyFiles` (or None)."""
@@ -168,7 +171,7 @@ class WanAnimateModel:
             pl = spec.placement()
             t5 = UMT5_XXL_BYTES if pl.t5 == "parked" else 0
             self._plan = plan_memory(spec.dit_config(), pl, free_gpu_bytes("cuda", pl.ranks),
-                                     t5_bytes=t5)
+                                     vae_auto=spec.vae == "auto", t5_bytes=t5)
         return self._plan
 
     def placement(self) -> Placement:
@@ -177,7 +180,10 @@ class WanAnimateModel:
 
         pl = self.spec.placement()
         plan = self.memory_plan()
-        return pl if plan is None else dataclasses.replace(pl, swap_blocks=plan.swap_blocks)
+        if plan is None:
+            return pl
+        bands = {"vae": "bands", "vae_bands": plan.vae_bands} if plan.vae_bands > 1 else {}
+        return dataclasses.replace(pl, swap_blocks=plan.swap_blocks, **bands)
 
     def describe(self) -> str:
         """Placement and memory plan, for the console and the Model Status node."""

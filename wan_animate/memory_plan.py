@@ -11,9 +11,12 @@ The estimate per rank and phase (bytes) is the resident weights plus the phase's
 - conditioning (rank 0): the VAE encode's activations, ``VAE_ENCODE_BYTES_PER_PIXEL`` x H x W
   (frames are encoded in causal chunks, so the clip length does not matter), or a parked umT5's
   visit (its weights + 1 GiB), whichever is larger.
-- decode (rank 0): ``VAE_DECODE_BYTES_PER_PIXEL`` x H x W. Reported, not planned for: the DiT's
-  placement cannot shrink it (the VAE split over the pool / bounded on one GPU is the next step),
-  so a decode that will not fit is said up front.
+- decode (rank 0): ``VAE_DECODE_BYTES_PER_PIXEL`` x H x W for the whole frame; split over P
+  ranks a 1/P of it per rank; in K bands on one GPU 1/K of it plus ``VAE_BAND_BYTES_PER_PIXEL``
+  x H x W (the bands' margins, the whole-frame mid block, the output). With ``vae`` "auto" on
+  one GPU the plan picks the bands when the whole-frame decode would not fit
+  (bench/results/vae_split_h200.json: 720p decode 18.9 GiB whole, 4.2 GiB in 8 bands, 2.5 GiB
+  per rank split over 8).
 
 The three constants are the H200 measurements of ``bench/pool_memory.py`` at 1280x720, 77 frames
 (bench/results/pool_memory_720p_h200.json: 15.8 GiB encode and 19.0 GiB decode working sets at
@@ -32,6 +35,8 @@ GIB = 1024 ** 3
 DENOISE_BYTES_PER_TOKEN_DIM = 32.0     # 16 bf16 [L/sp, C] tensors live at the peak of a block
 VAE_ENCODE_BYTES_PER_PIXEL = 18.5e3
 VAE_DECODE_BYTES_PER_PIXEL = 22.5e3
+VAE_BAND_BYTES_PER_PIXEL = 2.4e3
+VAE_ENCODE_MARGIN_ROWS = 160           # pixel rows the encoder's bands add (2 x 75, aligned)
 WORKSPACE = 1.5 * GIB                  # kernels' workspaces, RoPE tables, the latents
 MARGIN = 1.5 * GIB                     # allocator fragmentation, another process's context
 UMT5_XXL_BYTES = int(10.6 * GIB)        # bf16 weights of the umT5-XXL encoder (a parked visit)
@@ -52,6 +57,8 @@ class MemoryPlan:
     fits: bool = True
     decode_gib: float = 0.0
     """rank 0's expected peak while the VAE decodes (with this plan's resident weights)."""
+    vae_bands: int = 1
+    """Bands of the one-GPU VAE the plan chose (1 = the whole frame)."""
 
     def describe(self) -> str:
         """Lines for the console and the Model Status node."""
@@ -60,13 +67,14 @@ class MemoryPlan:
                 f"{self.budget_gib:.1f} GiB usable each: swap_blocks {self.swap_blocks}")
         rows = [f"  {role}: resident {self.resident_gib[role]:.1f} GiB, expected peak "
                 f"{self.peak_gib[role]:.1f} GiB" for role in self.peak_gib]
-        rows.append(f"  rank 0 VAE decode: expected peak {self.decode_gib:.1f} GiB")
+        bands = f" in {self.vae_bands} bands" if self.vae_bands > 1 else ""
+        rows.append(f"  rank 0 VAE decode{bands}: expected peak {self.decode_gib:.1f} GiB")
         tail = [] if self.fits else [
             "  does not fit even with every block swapped: use more GPUs, a smaller clip "
             "(832x480, fewer frames) or t5_cpu; the run may stop out of memory"]
         if self.decode_gib > self.budget_gib:
             tail.append(f"  the {w}x{h} VAE decode needs more than {self.budget_gib:.1f} GiB on "
-                        f"rank 0: decode at 832x480 or on a larger GPU")
+                        f"rank 0: decode at 832x480, on more GPUs (vae split) or a larger GPU")
         return "\n".join([head, *rows, *tail])
 
 
@@ -112,8 +120,8 @@ def estimate(cfg, placement, swap: int, vae_bytes: int = 254 * 2 ** 20, t5_bytes
     sp = p // 2 if (guide > 1 and p % 2 == 0) else p  # CFG parallel halves the Ulysses degree
     denoise = DENOISE_BYTES_PER_TOKEN_DIM * math.ceil(tokens / sp) * cfg.dim + WORKSPACE
     denoise += 2 * block if p > 1 else block
-    encode = max(VAE_ENCODE_BYTES_PER_PIXEL * w * h, t5_bytes + GIB if t5_bytes else 0.0)
-    decode = VAE_DECODE_BYTES_PER_PIXEL * w * h
+    encode, decode = vae_bytes_of(placement, w, h)
+    encode = max(encode, t5_bytes + GIB if t5_bytes else 0.0)
     dit = other + fuser * share + (cfg.num_layers - swap) * block * share
     res = {"rank 0": dit + vae_bytes, "other ranks": dit} if p > 1 else {"rank 0": dit + vae_bytes}
     peak = {"rank 0": res["rank 0"] + max(denoise, encode)}
@@ -122,11 +130,34 @@ def estimate(cfg, placement, swap: int, vae_bytes: int = 254 * 2 ** 20, t5_bytes
     return res, peak, res["rank 0"] + decode
 
 
-def plan_memory(cfg, placement, free_bytes: list[int], **kw) -> MemoryPlan:  # noqa: ANN001
+def vae_bytes_of(placement, w: int, h: int) -> tuple[float, float]:  # noqa: ANN001
+    """(encode, decode) working set of one rank in bytes for a ``w`` x ``h`` frame."""
+    px = w * h
+    if placement.vae == "split" and placement.ranks > 1:
+        p = placement.ranks
+        return VAE_ENCODE_BYTES_PER_PIXEL * px / p, VAE_DECODE_BYTES_PER_PIXEL * px / p + 12.0 * px
+    if placement.vae == "bands" and placement.vae_bands > 1:
+        k = placement.vae_bands
+        enc = VAE_ENCODE_BYTES_PER_PIXEL * px * min(1.0, (h / k + VAE_ENCODE_MARGIN_ROWS) / h)
+        return enc, VAE_DECODE_BYTES_PER_PIXEL * px / k + VAE_BAND_BYTES_PER_PIXEL * px
+    return VAE_ENCODE_BYTES_PER_PIXEL * px, VAE_DECODE_BYTES_PER_PIXEL * px
+
+
+def plan_memory(cfg, placement, free_bytes: list[int], vae_auto: bool = False,  # noqa: ANN001
+                **kw) -> MemoryPlan:
     """The fewest swapped blocks for which conditioning and denoising fit
     ``min(free_bytes) - MARGIN`` on every rank role (``free_bytes``: each GPU of the pool;
-    ``kw``: :func:`estimate`'s sizes)."""
+    ``kw``: :func:`estimate`'s sizes). ``vae_auto``: on one GPU, decode in bands when the
+    whole frame's decode would not fit."""
+    import dataclasses
+
     budget = min(free_bytes) - MARGIN
+    if vae_auto and placement.ranks == 1 and placement.vae == "whole":
+        from wan_animate.placement import BANDS
+
+        whole = estimate(cfg, placement, cfg.num_layers, **kw)[2]
+        if whole > budget:
+            placement = dataclasses.replace(placement, vae="bands", vae_bands=BANDS)
     n = cfg.num_layers
     k = next((k for k in range(n + 1)
               if max(estimate(cfg, placement, k, **kw)[1].values()) <= budget), None)
@@ -135,7 +166,7 @@ def plan_memory(cfg, placement, free_bytes: list[int], **kw) -> MemoryPlan:  # n
     res, peak, decode = estimate(cfg, placement, k, **kw)
     gib = lambda d: {r: round(v / GIB, 1) for r, v in d.items()}  # noqa: E731
     return MemoryPlan(k, placement.ranks, round(budget / GIB, 1), kw.get("target", TARGET),
-                      gib(res), gib(peak), fits, round(decode / GIB, 1))
+                      gib(res), gib(peak), fits, round(decode / GIB, 1), placement.vae_bands)
 
 
 def free_gpu_bytes(device_type: str, ranks: int) -> list[int]:
@@ -146,4 +177,4 @@ def free_gpu_bytes(device_type: str, ranks: int) -> list[int]:
 
 
 __all__ = ["MemoryPlan", "TARGET", "UMT5_XXL_BYTES", "dit_bytes", "estimate", "free_gpu_bytes",
-           "plan_memory"]
+           "plan_memory", "vae_bytes_of"]

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 ATTENTION = ("auto", "sdpa", "fa3", "cudnn", "flash", "efficient", "math")
 MODES = ("exact", "fast")
+VAE_MODES = ("auto", "whole", "split", "bands")
+BANDS = 8
+"""Bands of the one-GPU bounded VAE: a 720p decode peaks at 4.2 GiB instead of 18.9 (bench)."""
 EncoderHome = Literal["gpu", "parked", "cpu"]
 
 
@@ -44,6 +47,9 @@ class Placement:
     fp8: fast mode, fp8 e4m3 block linears (one GPU). attention: the self-attention kernel.
     compile: torch.compile of each DiT block's forward (any GPU count). t5 / clip: "gpu" (resident),
     "parked" (pinned host memory, visits the GPU per encode) or "cpu" (t5 only: runs there).
+    vae: "whole" (rank 0 encodes / decodes whole frames), "split" (every rank of the pool its
+    band of rows, :mod:`wan_animate.distributed.vae_split`) or "bands" (one GPU, ``vae_bands``
+    bands one after another, :mod:`wan_animate.models.vae_bands`); the output is the same.
     """
 
     device_type: str
@@ -56,16 +62,20 @@ class Placement:
     compile: bool = False
     t5: EncoderHome = "gpu"
     clip: EncoderHome = "gpu"
+    vae: str = "whole"
+    vae_bands: int = 1
 
     @classmethod
     def resolve(cls, *, device_type: str, gpus: int, pooled: bool, dtype: str = "auto",
                 attention: str = "auto", mode: str = "exact", compile: str = "auto",
                 swap_blocks: int = 0, t5_cpu: bool = False, fsdp: bool = True,
-                encoders: str = "auto") -> Placement:
+                encoders: str = "auto", vae: str = "auto") -> Placement:
         """Check the loader's placement options once; every refusal names the option and the fix.
 
         ``pooled``: the DiT runs on the worker pool (``gpus > 1``, a pool of one, torchrun).
         ``encoders``: "auto" (parked on CUDA), "gpu" (resident) or "parked".
+        ``vae``: "auto" (split over a pool of several GPUs, else whole; the memory plan picks
+        "bands" on one GPU whose free memory is short), "whole", "split" or "bands" (one GPU).
         """
         if gpus < 1:
             raise ParallelConfigError(f"gpus must be >= 1, got {gpus}")
@@ -79,6 +89,8 @@ class Placement:
             raise InputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         if encoders not in ("auto", "gpu", "parked"):
             raise InputError(f"encoders must be auto, gpu or parked; got {encoders!r}")
+        if vae not in VAE_MODES:
+            raise InputError(f"vae must be one of {', '.join(VAE_MODES)}; got {vae!r}")
         if not 0 <= swap_blocks <= 40:
             raise InputError(f"swap_blocks must be between 0 and 40 (the DiT's blocks), got "
                              f"{swap_blocks}")
@@ -89,14 +101,21 @@ class Placement:
         if mode == "fast" and ranks > 1:
             raise InputError("mode 'fast' (fp8) runs on one GPU; set gpus=1, or use mode 'exact' "
                              "across several GPUs (swap_blocks fits small cards there)")
+        if vae == "bands" and ranks > 1:
+            raise InputError("vae 'bands' runs the VAE band by band on one GPU; on several GPUs "
+                             "use vae 'split' (each GPU its band, the same bounded memory per GPU)")
         cuda = device_type == "cuda"
         park = cuda and encoders in ("auto", "parked")
+        vae_home = ("split" if ranks > 1 else "whole") if vae == "auto" else vae
+        if vae_home == "split" and ranks == 1:
+            vae_home = "whole"  # a pool of one: its one band is the whole frame
         return cls(device_type=device_type, ranks=ranks, dtype=dtype,
                    dit_sharded=fsdp and ranks > 1, swap_blocks=swap_blocks, fp8=mode == "fast",
                    attention=attention,
                    compile=compile == "on" or (compile == "auto" and cuda),
                    t5="cpu" if t5_cpu else ("parked" if park else "gpu"),
-                   clip="parked" if park else "gpu")
+                   clip="parked" if park else "gpu", vae=vae_home,
+                   vae_bands=BANDS if vae_home == "bands" else 1)
 
     def describe(self) -> str:
         """One line for the console and the Model Status node."""
@@ -108,8 +127,10 @@ class Placement:
         extras = [f"{self.swap_blocks} blocks swapped"] if self.swap_blocks else []
         extras += ["fp8"] if self.fp8 else []
         extras += ["compiled"] if self.compile else []
+        vae = {"whole": "VAE whole on rank 0", "split": f"VAE split by rows over {self.ranks} GPUs",
+               "bands": f"VAE in {self.vae_bands} bands of rows"}[self.vae]
         return (f"DiT {dit}{' (' + ', '.join(extras) + ')' if extras else ''}; umT5 {self.t5}, "
-                f"CLIP {self.clip}, VAE on rank 0's device")
+                f"CLIP {self.clip}, {vae}")
 
 
 def precision(placement: Placement) -> Precision:

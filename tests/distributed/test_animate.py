@@ -107,3 +107,17 @@ def test_user_lora_same_on_pool_and_in_process(ckpt, tmp_path):
     two = load_model(ModelSpec(str(ckpt), gpus=2, **spec))
     torch.testing.assert_close(two.decode(two.sample(inputs, opts)), ref, atol=1e-4, rtol=1e-4)
     unload_all()
+
+
+def test_vae_split_over_the_pool_equals_whole(ckpt, tmp_path):
+    """vae "auto" on 2 ranks splits the VAE by rows; "whole" keeps it on rank 0: same video
+    (two clips: the first one's decode conditions the second)."""
+    inputs = read_preprocessed(write_preprocessed(tmp_path / "v", 9, 80, 48), False)
+    opts = SampleOptions(frame_num=5, steps=1, seed=3)
+    outs = {}
+    for vae in ("auto", "whole"):
+        model = load_model(ModelSpec(str(ckpt), gpus=2, device="cpu", dtype="fp32", vae=vae))
+        assert ("VAE split by rows over 2 GPUs" in model.describe()) == (vae == "auto")
+        outs[vae] = model.decode(model.sample(inputs, opts))
+        model.close()
+    assert (outs["auto"] - outs["whole"]).abs().max() <= 1e-5

@@ -1,10 +1,11 @@
 """The Animate jobs of the worker pool: the state factory and the job handlers (every rank).
 
-VAE, CLIP and umT5 live on rank 0 only: rank 0 computes a clip's conditioning once (VAE
-encodes, CLIP, text, motion tokens), sends it to every rank as a :class:`ClipJob`, every rank
-denoises its slice of the tokens, and rank 0 decodes. So no rank repeats another's VAE/CLIP/T5
-or motion-encoder work, and ranks > 0 need no memory for those networks. A pool of one (the
-one-GPU path) runs the same factory and handlers in this process.
+CLIP and umT5 live on rank 0 only: rank 0 computes a clip's conditioning once (VAE encodes,
+CLIP, text, motion tokens), sends it to every rank as a :class:`ClipJob`, every rank denoises
+its slice of the tokens, and rank 0 decodes. With the placement's ``vae`` "split" every rank
+holds the VAE too, and each encode / decode of rank 0 runs over the whole pool, every rank on
+its band of rows (:class:`PoolVAE`; rank 0 sends a :class:`VaeCall`, the others serve it).
+A pool of one (the one-GPU path) runs the same factory and handlers in this process.
 """
 from __future__ import annotations
 
@@ -42,11 +43,61 @@ class PoolModelConfig:
 
 @dataclass
 class WorkerState:
-    """Per-rank state: the sharded DiT; rank 0 also holds VAE, CLIP, umT5 and the tokenizer."""
+    """Per-rank state: the sharded DiT; rank 0 also holds VAE, CLIP, umT5 and the tokenizer;
+    with the VAE split every rank holds the VAE (``vae``)."""
 
     env: WorkerEnv
     bundle: Any  # ModelBundle on rank 0, None elsewhere
     dit: AnimateDiT
+    vae: Any = None  # this rank's WanVAE when the VAE is split over the pool
+
+
+@dataclass(frozen=True)
+class VaeCall:
+    """Rank 0 to the pool: encode ([B, 3, T, H, W]) or decode ([B, 16, F, h, w]) split by rows."""
+
+    op: str
+    shape: tuple[int, ...]
+
+
+class PoolVAE:
+    """Rank 0's VAE on a pool whose placement splits it: every ``encode`` / ``decode`` tells
+    the other ranks (:class:`VaeCall`) and runs over all of them, each on its band of rows
+    (:mod:`wan_animate.distributed.vae_split`); the result, on rank 0, equals the whole VAE's."""
+
+    def __init__(self, vae: torch.nn.Module, env: WorkerEnv) -> None:
+        self.vae = vae
+        self.env = env
+
+    def __getattr__(self, name: str) -> Any:  # config, device, dtype, ...
+        if name == "vae":
+            raise AttributeError(name)
+        return getattr(self.vae, name)
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        from wan_animate.distributed.vae_split import split_encode
+
+        shape = tuple(video.shape)
+        _broadcast(VaeCall("encode", shape), self.env)
+        return split_encode(self.vae, video, shape)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        from wan_animate.distributed.vae_split import split_decode
+
+        shape = tuple(z.shape)
+        _broadcast(VaeCall("decode", shape), self.env)
+        return split_decode(self.vae, z, shape)
+
+
+def _serve(state: WorkerState, ctx: JobContext) -> None:
+    """Ranks > 0: denoise rank 0's clips and take part in its VAE calls until it says None."""
+    from wan_animate.distributed.vae_split import split_decode, split_encode
+
+    while (msg := _broadcast(None, state.env)) is not None:
+        if isinstance(msg, VaeCall):
+            (split_encode if msg.op == "encode" else split_decode)(state.vae, None, msg.shape)
+        else:
+            _denoise_everywhere(state, ctx, msg)
 
 
 def load_state(env: WorkerEnv, config: PoolModelConfig) -> WorkerState:
@@ -66,19 +117,30 @@ def load_state(env: WorkerEnv, config: PoolModelConfig) -> WorkerState:
         merge_lora_local(dit, normalize_lora_state(state, str(path)))
     merge_user_loras_local(dit, config.loras)
     finish_dit(dit, pl, env)
+    from wan_animate.checkpoints.official import load_vae
+
     return _with_rank0_bundle(env, dit, pl, lambda: load_bundle(
-        folder, env.device, p, with_dit=False, **encoder_devices(pl, env.device)))
+        folder, env.device, p, with_dit=False, **encoder_devices(pl, env.device)),
+        lambda: load_vae(folder, env.device, p.vae))
 
 
 def _with_rank0_bundle(env: WorkerEnv, dit: AnimateDiT, placement: Placement,
-                       load: Callable[[], Any]) -> WorkerState:
+                       load: Callable[[], Any], load_vae: Callable[[], Any]) -> WorkerState:
     """The worker state: rank 0 also loads VAE, CLIP and umT5 (``load``) around the shared DiT
-    and parks the encoders the placement parks."""
-    bundle = None
+    and parks the encoders the placement parks; with the VAE split the other ranks load the
+    VAE (``load_vae``) and rank 0's becomes a :class:`PoolVAE`."""
+    bundle, vae = None, None
+    split = placement.vae == "split" and env.world_size > 1
     if env.rank == 0:
         bundle = park_encoders(load(), placement)
         bundle.dit = dit
-    return WorkerState(env, bundle, dit)
+        vae = bundle.vae
+        vae.bands = placement.vae_bands
+        if split:
+            bundle.vae = PoolVAE(vae, env)
+    elif split:
+        vae = load_vae()
+    return WorkerState(env, bundle, dit, vae)
 
 
 def _load_comfy_state(env: WorkerEnv, config: PoolModelConfig, p: Any) -> WorkerState:
@@ -93,8 +155,11 @@ def _load_comfy_state(env: WorkerEnv, config: PoolModelConfig, p: Any) -> Worker
     dit = build_sharded_dit(env, Path(files.dit), pl, cfg=dit_config(files.dit), source=source)
     merge_user_loras_local(dit, lora_list(config.use_relighting_lora, config.relight_file, config.loras))
     finish_dit(dit, pl, env)
+    from wan_animate.checkpoints.comfy_bundle import load_comfy_vae
+
     return _with_rank0_bundle(env, dit, pl, lambda: load_comfy_bundle(
-        files, env.device, p, with_dit=False, **encoder_devices(pl, env.device)))
+        files, env.device, p, with_dit=False, **encoder_devices(pl, env.device)),
+        lambda: load_comfy_vae(files.vae, env.device, p.vae))
 
 
 def _broadcast(obj: Any, env: WorkerEnv) -> Any:
@@ -134,8 +199,7 @@ def generate_handler(state: WorkerState, payload: tuple, ctx: JobContext) -> Any
     from wan_animate.sampling.generate import generate_latent
 
     if ctx.rank != 0:
-        while (job := _broadcast(None, state.env)) is not None:
-            _denoise_everywhere(state, ctx, job)
+        _serve(state, ctx)
         return None
     inputs, options = payload
     clips_total: list[int] = []
@@ -172,6 +236,9 @@ def decode_handler(state: WorkerState, payload: Any, ctx: JobContext) -> Any:
     """Job "decode": AnimateLatent -> video [3, N, H, W] on rank 0 (the VAE lives there)."""
     from wan_animate.sampling.generate import decode_latent
 
+    if isinstance(state.bundle.vae if state.bundle else None, PoolVAE) or \
+            (ctx.rank != 0 and state.vae is not None):
+        return _decode_split(state, payload, ctx)
     if ctx.rank != 0:
         return None
     runner = state.dit.block_runner
@@ -182,3 +249,16 @@ def decode_handler(state: WorkerState, payload: Any, ctx: JobContext) -> Any:
         with parked_on_host(state.dit, runner):
             return decode_latent(state.bundle.vae, payload)
     return decode_latent(state.bundle.vae, payload)
+
+
+def _decode_split(state: WorkerState, payload: Any, ctx: JobContext) -> Any:
+    """Job "decode" with the VAE split: rank 0 decodes over the pool, the others serve."""
+    from wan_animate.sampling.generate import decode_latent
+
+    if ctx.rank != 0:
+        _serve(state, ctx)
+        return None
+    try:
+        return decode_latent(state.bundle.vae, payload)
+    finally:
+        _broadcast(None, state.env)
