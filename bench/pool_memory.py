@@ -180,7 +180,7 @@ def run_case(case: dict) -> dict:
     pl = Placement.resolve(device_type=dev.type, gpus=p, pooled=True, encoders=case["encoders"],
                            compile=case["compile"], mode=case["mode"],
                            attention=case.get("attention", "auto"),
-                           swap_blocks=case.get("swap_blocks", 0))
+                           swap_blocks=case.get("swap_blocks", 0), vae=case.get("vae", "auto"))
     prec = precision(pl)
     planned = {}
     if case["plan"] == "auto" and dev.type == "cuda":
@@ -222,7 +222,10 @@ def run_case(case: dict) -> dict:
     animate.finish_dit(dit, pl, env)
     if bundle is not None:
         bundle.dit = dit
-    state = jobs.WorkerState(env, bundle, dit)
+    split = pl.vae == "split" and p > 1       # rank 0's encodes / decodes run split over the pool
+    if split and bundle is not None:
+        bundle.vae = jobs.PoolVAE(bundle.vae, env)
+    state = jobs.WorkerState(env, bundle, dit, bundle.vae.vae if split and bundle else None, split)
     sync()
     out["resident_gib"] = _gib(mem())
     block_bytes = sum(math.prod(v) * 2 for k, v in shapes.items() if k.startswith(("blocks.", "face_adapter.")))
@@ -265,7 +268,7 @@ def run_case(case: dict) -> dict:
         opts = SampleOptions(frame_num=n, steps=case["steps"], seed=0)
         ctx = TimedContext(env, 1, None, lambda: False)
         latent = jobs.generate_handler(state, (inputs, opts), ctx)
-        first = next(m for m in captured if m is not None)
+        first = next(m for m in captured if isinstance(m, jobs.ClipJob))
         torch.save(first, msg_file)
         x = latent.pending if hasattr(latent, "pending") else None
         if isinstance(x, torch.Tensor):
@@ -306,6 +309,9 @@ def main() -> None:
     ap.add_argument("--cap-gib", type=float, default=None, help="per-process cap (24 GB card: 22)")
     ap.add_argument("--compile", default="off", choices=("auto", "on", "off"))
     ap.add_argument("--mode", default="exact", choices=("exact", "fast"))
+    ap.add_argument("--vae", default="auto", choices=("auto", "whole", "split"),
+                    help="VAE placement (auto: split by rows over a pool of P > 1; rank 0's halos and "
+                         "gathers are the fake group's unfilled buffers, so use whole for latent CRCs)")
     ap.add_argument("--plan", default="off", choices=("auto", "off"),
                     help="auto: the loader's memory plan for the cap (or the free memory)")
     ap.add_argument("--swap-blocks", type=int, default=0)
@@ -333,6 +339,7 @@ def main() -> None:
                     if role >= p:
                         continue
                     case = {"pool": p, "size": size, "role": role, "encoders": enc, "frames": args.frames,
+                            "vae": args.vae,
                             "steps": args.steps, "cap_gib": args.cap_gib, "tiny": args.tiny, "msg_dir": msg_dir,
                             "compile": args.compile, "mode": args.mode, "plan": args.plan,
                             "swap_blocks": args.swap_blocks, "profile": args.profile,

@@ -30,9 +30,9 @@ compiled() {
 }
 
 identity() {  # fifth session: the 22 GiB-cap auto plan (swap 32) against the uncapped plan (swap 0)
-    timeout 170 python3 $PM --pools 2 --roles 0 --plan auto --cap-gib 22 --out "$OUT/cap22_p2_auto.json" \
+    timeout 170 python3 $PM --pools 2 --roles 0 --plan auto --cap-gib 22 --vae whole --out "$OUT/cap22_p2_auto.json" \
         2>&1 | grep -v '^{' | tee "$OUT/cap22_p2_auto.md"
-    timeout 120 python3 $PM --pools 2 --roles 0 --plan auto --out "$OUT/uncapped_p2_auto.json" \
+    timeout 120 python3 $PM --pools 2 --roles 0 --plan auto --vae whole --out "$OUT/uncapped_p2_auto.json" \
         2>&1 | grep -v '^{' | tee "$OUT/uncapped_p2_auto.md"
     python3 -c "import json,sys; a,b=(json.load(open(f))[0].get('latent_crc32') for f in sys.argv[1:]); \
 print('latent CRC capped', a, 'uncapped', b, 'EQUAL' if a==b and a is not None else 'DIFFER')" \

@@ -182,8 +182,8 @@ class WanAnimateModel:
         plan = self.memory_plan()
         if plan is None:
             return pl
-        bands = {"vae": "bands", "vae_bands": plan.vae_bands} if plan.vae_bands > 1 else {}
-        return dataclasses.replace(pl, swap_blocks=plan.swap_blocks, **bands)
+        vae = "bands" if plan.vae_bands > 1 else pl.vae
+        return dataclasses.replace(pl, swap_blocks=plan.swap_blocks, vae=vae)
 
     def describe(self) -> str:
         """Placement and memory plan, for the console and the Model Status node."""

@@ -135,8 +135,8 @@ def vae_bytes_of(placement, w: int, h: int) -> tuple[float, float]:  # noqa: ANN
     px = w * h
     if placement.vae == "split" and placement.ranks > 1:
         p = placement.ranks
-        return VAE_ENCODE_BYTES_PER_PIXEL * px / p, VAE_DECODE_BYTES_PER_PIXEL * px / p + 12.0 * px
-    if placement.vae == "bands" and placement.vae_bands > 1:
+        return VAE_ENCODE_BYTES_PER_PIXEL * px / p, VAE_DECODE_BYTES_PER_PIXEL * px / p
+    if placement.vae == "bands":
         k = placement.vae_bands
         enc = VAE_ENCODE_BYTES_PER_PIXEL * px * min(1.0, (h / k + VAE_ENCODE_MARGIN_ROWS) / h)
         return enc, VAE_DECODE_BYTES_PER_PIXEL * px / k + VAE_BAND_BYTES_PER_PIXEL * px
@@ -153,11 +153,9 @@ def plan_memory(cfg, placement, free_bytes: list[int], vae_auto: bool = False,  
 
     budget = min(free_bytes) - MARGIN
     if vae_auto and placement.ranks == 1 and placement.vae == "whole":
-        from wan_animate.placement import BANDS
-
         whole = estimate(cfg, placement, cfg.num_layers, **kw)[2]
         if whole > budget:
-            placement = dataclasses.replace(placement, vae="bands", vae_bands=BANDS)
+            placement = dataclasses.replace(placement, vae="bands")
     n = cfg.num_layers
     k = next((k for k in range(n + 1)
               if max(estimate(cfg, placement, k, **kw)[1].values()) <= budget), None)

@@ -63,7 +63,11 @@ class Placement:
     t5: EncoderHome = "gpu"
     clip: EncoderHome = "gpu"
     vae: str = "whole"
-    vae_bands: int = 1
+
+    @property
+    def vae_bands(self) -> int:
+        """Bands of rows the one-GPU VAE runs in (:data:`BANDS` in "bands", else 1)."""
+        return BANDS if self.vae == "bands" else 1
 
     @classmethod
     def resolve(cls, *, device_type: str, gpus: int, pooled: bool, dtype: str = "auto",
@@ -114,8 +118,7 @@ class Placement:
                    attention=attention,
                    compile=compile == "on" or (compile == "auto" and cuda),
                    t5="cpu" if t5_cpu else ("parked" if park else "gpu"),
-                   clip="parked" if park else "gpu", vae=vae_home,
-                   vae_bands=BANDS if vae_home == "bands" else 1)
+                   clip="parked" if park else "gpu", vae=vae_home)
 
     def describe(self) -> str:
         """One line for the console and the Model Status node."""

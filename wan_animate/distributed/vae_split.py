@@ -41,9 +41,7 @@ class RowExchange(RowHalo):
         self.below = self._peer(self.rank + 1)
 
     def _peer(self, r: int) -> int | None:
-        if not 0 <= r < self.bands.parts:
-            return None
-        return dist.get_global_rank(self.group, r) if self.group is not None else r
+        return _global(self.group, r) if 0 <= r < self.bands.parts else None
 
     def pad(self, x: torch.Tensor, cols: tuple[int, int], rows: tuple[int, int],
             front: int = 0) -> torch.Tensor:

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from wan_animate.errors import InputError
-from wan_animate.models.vae_blocks import CausalCache, CausalConv3d, Decoder3d, Encoder3d
+from wan_animate.models.vae_blocks import (CausalCache, CausalConv3d, Decoder3d, Encoder3d,
+                                           active_halo)
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +259,6 @@ class WanVAE(nn.Module):
     def _parts(self, rows: int) -> int:
         """Bands for a frame of ``rows`` latent rows: :attr:`bands`, at most one per row, and 1
         when the levels hold attention (it needs the whole frame)."""
-        from wan_animate.models.vae_blocks import active_halo
-
         parts = min(self.bands, rows) if active_halo() is None else 1  # a pool band: whole
         if parts > 1 and self.config.attn_scales:
             log.warning("VAE bands: this VAE has attention at scales %s; it runs on the whole "

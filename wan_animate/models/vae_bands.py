@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from wan_animate.models.vae_blocks import (AttentionBlock, CausalCache, CausalConv3d, Resample,
-                                           ResidualBlock, run_layers)
+                                           ResidualBlock, apply_layer, run_layers)
 
 
 @dataclass(frozen=True)
@@ -107,10 +107,6 @@ def _conv_rows(m: nn.Module) -> int:
     return m.space_pad[2] if isinstance(m, CausalConv3d) else 0
 
 
-def _causal(layer: nn.Module) -> bool:
-    return isinstance(layer, (CausalConv3d, ResidualBlock, Resample, AttentionBlock))
-
-
 def _run_band(layers: Sequence[nn.Module], plan: BandPlan, x: torch.Tensor, cache: CausalCache,
               keep: tuple[int, int], have: tuple[int, int], frame: int) -> torch.Tensor:
     """Run ``layers`` on ``x``, which holds the latent rows ``have`` = [lo, hi) of a ``frame``-row
@@ -120,7 +116,7 @@ def _run_band(layers: Sequence[nn.Module], plan: BandPlan, x: torch.Tensor, cach
     lo, hi = have[0] * plan.rows[0], have[1] * plan.rows[0]  # at the current resolution
     last = plan.rows[-1]
     for k, layer in enumerate(layers):
-        x = layer(x, cache) if _causal(layer) else layer(x)
+        x = apply_layer(layer, x, cache)
         r = plan.rows[k + 1]
         lo, hi = lo * r // plan.rows[k], hi * r // plan.rows[k]
         align = max(1, r // last)

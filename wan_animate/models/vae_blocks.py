@@ -158,10 +158,15 @@ class RMSNorm(nn.Module):
         return F.normalize(x, dim=1) * self.scale * self.gamma
 
 
+def apply_layer(layer: nn.Module, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+    """``layer(x)``; a causal layer (one that takes a cache) gets ``cache`` too."""
+    return layer(x, cache) if isinstance(layer, _CAUSAL) else layer(x)
+
+
 def run_layers(layers: Iterable[nn.Module], x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
-    """Apply ``layers`` in order; the causal ones (that take a cache) get ``cache``."""
+    """Apply ``layers`` in order (:func:`apply_layer`)."""
     for layer in layers:
-        x = layer(x, cache) if isinstance(layer, _CAUSAL) else layer(x)
+        x = apply_layer(layer, x, cache)
     return x
 
 

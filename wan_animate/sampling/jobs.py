@@ -49,7 +49,8 @@ class WorkerState:
     env: WorkerEnv
     bundle: Any  # ModelBundle on rank 0, None elsewhere
     dit: AnimateDiT
-    vae: Any = None  # this rank's WanVAE when the VAE is split over the pool
+    vae: Any = None  # this rank's WanVAE (rank 0: the bundle's; others: only when split)
+    vae_split: bool = False  # every encode / decode runs over the pool (PoolVAE / _serve)
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def _with_rank0_bundle(env: WorkerEnv, dit: AnimateDiT, placement: Placement,
             bundle.vae = PoolVAE(vae, env)
     elif split:
         vae = load_vae()
-    return WorkerState(env, bundle, dit, vae)
+    return WorkerState(env, bundle, dit, vae, split)
 
 
 def _load_comfy_state(env: WorkerEnv, config: PoolModelConfig, p: Any) -> WorkerState:
@@ -236,8 +237,7 @@ def decode_handler(state: WorkerState, payload: Any, ctx: JobContext) -> Any:
     """Job "decode": AnimateLatent -> video [3, N, H, W] on rank 0 (the VAE lives there)."""
     from wan_animate.sampling.generate import decode_latent
 
-    if isinstance(state.bundle.vae if state.bundle else None, PoolVAE) or \
-            (ctx.rank != 0 and state.vae is not None):
+    if state.vae_split:
         return _decode_split(state, payload, ctx)
     if ctx.rank != 0:
         return None
